@@ -1,0 +1,2 @@
+"""Knack collector: capture, clip bundles, labeling and filtering on the device."""
+__version__ = "0.1.0"

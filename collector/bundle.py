@@ -1,0 +1,168 @@
+"""The clip bundle on disk (DESIGN.md): canonical signed manifest, atomic placement, verification and crash recovery."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collector.identity import DeviceKey, IdentityError, recover_signer
+
+log = logging.getLogger("knack.bundle")
+
+SCHEMA = 1
+MANIFEST = "manifest.json"
+PARTIAL_PREFIX = ".partial-"
+_CHUNK = 1 << 20
+
+
+def new_clip_id(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): sorts by creation time, unique without coordination between devices."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
+
+
+def canonical(manifest: dict) -> bytes:
+    """The bytes that are signed: the manifest without its signature, keys sorted, no whitespace, UTF-8."""
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entries(directory: Path) -> list[dict]:
+    return [
+        {"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    ]
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(directory: Path, manifest: dict, key: DeviceKey) -> dict:
+    """Hashes the files, signs, and writes manifest.json atomically (temp name, fsync, rename); returns it signed."""
+    manifest = dict(manifest, schema=SCHEMA, files=file_entries(directory))
+    manifest["signature"] = key.sign(canonical(manifest))
+    tmp = directory / f".{MANIFEST}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / MANIFEST)
+    _fsync_path(directory)
+    return manifest
+
+
+def seal(partial: Path, final: Path) -> Path:
+    """Makes a finished partial directory a clip: every file fsynced, then one rename, then the parent fsynced."""
+    for p in partial.iterdir():
+        if p.is_file():
+            _fsync_path(p)
+    _fsync_path(partial)
+    os.rename(partial, final)
+    _fsync_path(final.parent)
+    return final
+
+
+@dataclass
+class Verification:
+    clip: Path
+    problems: list[str] = field(default_factory=list)
+    signer: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_bundle(directory: Path) -> Verification:
+    """Checks every file's size and sha256 and the device signature; each problem is one precise sentence."""
+    result = Verification(directory)
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        result.problems.append(f"{MANIFEST} is missing")
+        return result
+    except (ValueError, UnicodeDecodeError) as exc:
+        result.problems.append(f"{MANIFEST} is not valid JSON: {exc}")
+        return result
+    listed = {entry["name"]: entry for entry in manifest.get("files", [])}
+    for name, entry in sorted(listed.items()):
+        file = directory / name
+        if not file.is_file():
+            result.problems.append(f"{name}: listed in the manifest but missing")
+            continue
+        size = file.stat().st_size
+        if size != entry.get("size"):
+            result.problems.append(f"{name}: size is {size} bytes, manifest says {entry.get('size')}")
+        digest = sha256_file(file)
+        if digest != entry.get("sha256"):
+            result.problems.append(f"{name}: sha256 is {digest}, manifest says {entry.get('sha256')}")
+    for file in sorted(directory.iterdir()):
+        if file.is_file() and file.name != MANIFEST and file.name not in listed:
+            result.problems.append(f"{file.name}: present but not listed in the manifest")
+    signature = manifest.get("signature")
+    if not isinstance(signature, dict):
+        result.problems.append("manifest has no signature")
+        return result
+    try:
+        signer = recover_signer(canonical(manifest), signature)
+    except (IdentityError, ValueError, TypeError) as exc:
+        result.problems.append(f"signature is unreadable: {exc}")
+        return result
+    result.signer = signer
+    expected = manifest.get("device_id")
+    if signer.lower() != str(expected).lower():
+        result.problems.append(f"signature is not valid: it recovers to {signer}, but the manifest's device_id is {expected} (the manifest was changed after signing, or signed by another key)")
+    return result
+
+
+def recover_partials(clips_dir: Path) -> list[str]:
+    """Deals with what a crash left: a partial whose signed manifest verifies is sealed, anything else removed.
+
+    Returns one sentence per partial directory for the operator.
+    """
+    messages = []
+    if not clips_dir.is_dir():
+        return messages
+    for partial in sorted(clips_dir.glob(PARTIAL_PREFIX + "*")):
+        clip_id = partial.name[len(PARTIAL_PREFIX):]
+        if (partial / MANIFEST).exists() and verify_bundle(partial).ok:
+            seal(partial, clips_dir / clip_id)
+            messages.append(f"salvaged clip {clip_id}: it was complete when the recorder stopped, only the final rename was missing")
+        else:
+            files = sum(1 for p in partial.rglob("*") if p.is_file())
+            shutil.rmtree(partial)
+            messages.append(f"removed interrupted clip {clip_id}: the recorder stopped mid-clip, its {files} unfinished file(s) cannot be trusted")
+    for message in messages:
+        log.warning(message)
+    return messages
+
+
+def list_clips(clips_dir: Path) -> list[Path]:
+    if not clips_dir.is_dir():
+        return []
+    return sorted(p for p in clips_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists())

@@ -1,0 +1,232 @@
+"""The `knack` command line: one command, a subcommand per job; every failure is one line and an exit code."""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from collector.config import ConfigError, load
+from collector.identity import IdentityError
+
+log = logging.getLogger("knack")
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("knack: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+
+
+def device_password(confirm: bool) -> str:
+    """From KNACK_DEVICE_PASSWORD, else asked at the terminal; never stored or logged."""
+    password = os.environ.get("KNACK_DEVICE_PASSWORD", "")
+    if password or not sys.stdin.isatty():
+        return password
+    password = getpass.getpass("Password for the device key: ")
+    if confirm and getpass.getpass("Repeat it: ") != password:
+        raise IdentityError("the two passwords differ")
+    return password
+
+
+def device_key(config):
+    from collector.identity import load_or_create
+
+    path = config.keystore_path
+    key, created = load_or_create(path, device_password(confirm=not path.exists()))
+    if created:
+        print(f"Created device key {key.address} in {path} (encrypted; keep its password safe)")
+    return key
+
+
+def _load(args):
+    return load(args.config)
+
+
+def cmd_devices(args) -> int:
+    from collector.devices import devices_as_dict, format_devices, list_cameras, list_serial_ports
+
+    cameras, ports = list_cameras(), list_serial_ports()
+    print(json.dumps(devices_as_dict(cameras, ports), indent=2) if args.json else format_devices(cameras, ports))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from collector.doctor import run_checks
+    from collector.config import to_toml
+
+    config = _load(args)
+    print("Effective configuration:\n")
+    print(to_toml(config))
+    print(f"Data directory: {config.data_path}")
+    print("\nReal parts:")
+    worst = 0
+    for check in run_checks(config):
+        print(f"  {check.status:<5} {check.part:<22} {check.detail}")
+        worst = max(worst, {"ok": 0, "info": 0, "warn": 0, "fail": 1}[check.status])
+    return worst
+
+
+def cmd_verify(args) -> int:
+    from collector.bundle import verify_bundle
+
+    failed = 0
+    for clip in args.clip_dir:
+        result = verify_bundle(Path(clip))
+        if result.ok:
+            print(f"OK      {clip}  (every file matches; signed by device {result.signer})")
+        else:
+            failed += 1
+            print(f"FAILED  {clip}")
+            for problem in result.problems:
+                print(f"        - {problem}")
+    return 1 if failed else 0
+
+
+def cmd_simulate(args) -> int:
+    from collector.simulator import SerialSimulator, SimulatorConfig
+
+    sim = SerialSimulator(SimulatorConfig(rate=args.rate, protocol=args.protocol, garbage=args.garbage, replay=args.replay or "", link=args.link or ""))
+    print(f"Simulated IMU on {sim.port} ({args.protocol}, {args.rate:g} Hz); stop with Ctrl-C", flush=True)
+    print(f'  knack.toml:  [[serial]]  port = "{sim.port}"  protocol = "{args.protocol}"', flush=True)
+    stop = _stop_event()
+    with sim:
+        stop.wait(args.duration if args.duration else None)
+    print(f"sent {sim.sent} samples ({sim.corrupted} corrupted on purpose, {sim.overrun} buffer overruns with no reader)")
+    return 0
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _progress_line(recorder) -> str:
+    parts = []
+    for s in recorder.sources:
+        st = s.stats
+        errors = sum(st.errors.values())
+        if s.kind == "camera":
+            parts.append(f"{s.name}: {st.received} frames, {st.dropped} dropped, {st.late} late [{st.state}]")
+        else:
+            parts.append(f"{s.name}: {st.received} samples, {st.lost} lost, {errors} bad [{st.state}]")
+    return " | ".join(parts) + f" | clips {recorder.totals.clips}"
+
+
+def run_recording(config, key, duration: float | None, until_sources_end: bool = False, quiet: bool = False) -> tuple[object, list]:
+    """Records until Ctrl-C, `duration`, or (for file cameras) their end; returns the recorder and the clips written."""
+    from collector.recorder import Recorder
+    from collector.sources import make_sources
+
+    written = []
+    recorder = Recorder(config, make_sources(config), key, on_clip=lambda c: (written.append(c), None if quiet else print(f"\nclip {c.clip_id}: {c.frames} frames, {c.samples} samples -> {c.path}", flush=True)))
+    stop = _stop_event()
+    recorder.start()
+    for message in recorder.recovered:
+        print(message)
+    started = time.monotonic()
+    tty = sys.stdout.isatty()
+    last_print = 0.0
+    while not stop.wait(0.2):
+        now = time.monotonic()
+        if duration and now - started >= duration:
+            break
+        if until_sources_end and recorder.sources_ended():
+            break
+        if not quiet and (now - last_print >= (1 if tty else 5)):
+            print(("\r" if tty else "") + _progress_line(recorder), end="" if tty else "\n", flush=True)
+            last_print = now
+    recorder.close(at_ns=recorder.files_end_ns() if until_sources_end and recorder.sources_ended() else None)
+    if not quiet:
+        print(("\n" if tty else "") + _progress_line(recorder))
+    return recorder, written
+
+
+def cmd_record(args) -> int:
+    import dataclasses
+
+    config = _load(args)
+    if args.clip_seconds is not None:
+        config = dataclasses.replace(config, recorder=dataclasses.replace(config.recorder, clip_seconds=args.clip_seconds)).validate()
+    if not config.camera and not config.serial:
+        raise ConfigError("no sources configured: add [[camera]] and/or [[serial]] tables to knack.toml (see `knack devices`)")
+    key = device_key(config)
+    print(f"Recording to {config.clips_path} as device {key.address}; stop with Ctrl-C")
+    recorder, written = run_recording(config, key, args.duration, until_sources_end=args.until_end)
+    print(f"{len(written)} clip(s) written, {recorder.totals.failed} failed")
+    return 1 if recorder.totals.failed else 0
+
+
+def cmd_demo(args) -> int:
+    from collector.demo import run_demo
+
+    return run_demo(_load(args), data_dir=args.data_dir, clip_seconds=args.clip_seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="knack", description="Record, label and contribute recordings of skilled hands at work.")
+    parser.add_argument("--config", help="path to knack.toml (default: $KNACK_CONFIG, then the user config directory)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run the whole flow on the bundled sample recording and the sensor simulator")
+    p.add_argument("--data-dir", help="where the demo writes (default: <data_dir>/demo)")
+    p.add_argument("--clip-seconds", type=float, default=2.0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("record", help="record clips from the configured sources until Ctrl-C")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--clip-seconds", type=float, help="override recorder.clip_seconds")
+    p.add_argument("--until-end", action="store_true", help="stop when every video-file camera has ended")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("simulate", help="simulate hardware for testing without it")
+    simsub = p.add_subparsers(dest="what", required=True)
+    s = simsub.add_parser("serial", help="stream a 6-axis IMU glove on a pseudo-terminal")
+    s.add_argument("--rate", type=float, default=200.0, help="samples per second (up to 10000)")
+    s.add_argument("--protocol", choices=["csv", "jsonl", "kv", "binary"], default="csv")
+    s.add_argument("--garbage", type=float, default=0.0, help="probability per sample of injected noise or a corrupt frame")
+    s.add_argument("--replay", help="stream the values of this IMU CSV log instead of synthetic motion")
+    s.add_argument("--link", help="also make this path a symlink to the port (a stable name, like a udev rule)")
+    s.add_argument("--duration", type=float, help="stop after this many seconds")
+    s.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("verify", help="check every file hash and the device signature of clip bundles")
+    p.add_argument("clip_dir", nargs="+")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("devices", help="list cameras and serial ports, to write knack.toml")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("doctor", help="print the effective configuration and which real parts are reachable")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except (ConfigError, IdentityError) as exc:
+        print(f"knack: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""knack.toml into frozen dataclasses, with errors that name the key, the bad value and what is expected.
+
+Lookup order (DESIGN.md): --config, then $KNACK_CONFIG, then the user config directory; KNACK_* variables
+override single values. This is the one module that reads the environment for configuration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who edits knack.toml."""
+
+
+class _Choice(str, enum.Enum):
+    @classmethod
+    def _missing_(cls, value):
+        raise ValueError(f"{value!r} is not one of {', '.join(repr(m.value) for m in cls)}")
+
+
+class SerialProtocol(_Choice):
+    CSV = "csv"
+    JSONL = "jsonl"
+    KV = "kv"
+    BINARY = "binary"
+
+
+class Parity(_Choice):
+    NONE = "N"
+    EVEN = "E"
+    ODD = "O"
+    MARK = "M"
+    SPACE = "S"
+
+
+class TimeUnit(_Choice):
+    NS = "ns"
+    US = "us"
+    MS = "ms"
+    S = "s"
+
+    @property
+    def ns(self) -> int:
+        return {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}[self.value]
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str = "cam0"
+    # A device index ("0"), a /dev/video* or udev symlink path, a video file, or a stream URL.
+    source: str = "0"
+    width: int = 640
+    height: int = 480
+    fps: float = 30.0
+    fourcc: str = ""
+    # Video files only: pace frames at `fps` like a live camera, and start again at the end.
+    realtime: bool = True
+    loop: bool = False
+    queue_size: int = 64
+
+    def validate(self, key: str) -> None:
+        _require(bool(self.name), f"{key}.name", self.name, "a non-empty stream name")
+        _require(self.width > 0 and self.height > 0, f"{key}.width/height", (self.width, self.height), "positive pixel sizes")
+        _require(0 < self.fps <= 1000, f"{key}.fps", self.fps, "a frame rate between 0 and 1000")
+        _require(self.fourcc == "" or len(self.fourcc) == 4, f"{key}.fourcc", self.fourcc, 'four characters such as "MJPG", or "" for the camera default')
+        _require(self.queue_size >= 2, f"{key}.queue_size", self.queue_size, "at least 2")
+
+
+@dataclass(frozen=True)
+class SerialConfig:
+    name: str = "imu"
+    port: str = "/dev/ttyUSB0"
+    baudrate: int = 115200
+    bytesize: int = 8
+    parity: Parity = Parity.NONE
+    stopbits: float = 1
+    protocol: SerialProtocol = SerialProtocol.CSV
+    # Channel names in stored order; empty means "as the device names them" (CSV header, first JSON/kv sample).
+    channels: tuple[str, ...] = ()
+    device_time_field: str = ""
+    device_time_unit: TimeUnit = TimeUnit.US
+    # A device counter that makes lost samples countable, not just guessable from timing.
+    seq_field: str = ""
+    nominal_rate: float = 0.0
+    # CSV only: the column names, for a device that sends its header line only at boot.
+    csv_columns: tuple[str, ...] = ()
+    # Binary protocol only: struct format of one frame's payload and the names of its values.
+    binary_format: str = ""
+    binary_fields: tuple[str, ...] = ()
+    queue_size: int = 16384
+
+    def validate(self, key: str) -> None:
+        _require(bool(self.name), f"{key}.name", self.name, "a non-empty stream name")
+        _require(bool(self.port), f"{key}.port", self.port, "a serial device path such as /dev/ttyUSB0")
+        _require(self.baudrate > 0, f"{key}.baudrate", self.baudrate, "a positive baud rate such as 115200")
+        _require(self.bytesize in (5, 6, 7, 8), f"{key}.bytesize", self.bytesize, "5, 6, 7 or 8")
+        _require(self.stopbits in (1, 1.5, 2), f"{key}.stopbits", self.stopbits, "1, 1.5 or 2")
+        _require(self.nominal_rate >= 0, f"{key}.nominal_rate", self.nominal_rate, "samples per second, or 0 if unknown")
+        _require(self.queue_size >= 16, f"{key}.queue_size", self.queue_size, "at least 16")
+        if self.protocol is SerialProtocol.BINARY:
+            _require(bool(self.binary_format), f"{key}.binary_format", self.binary_format, 'a struct format such as "<QI6f" for the binary protocol')
+            _require(bool(self.binary_fields), f"{key}.binary_fields", self.binary_fields, "the names of the values in binary_format")
+            import struct
+
+            try:
+                count = len(struct.unpack(self.binary_format, bytes(struct.calcsize(self.binary_format))))
+            except struct.error as exc:
+                raise ConfigError(f"{key}.binary_format = {self.binary_format!r} is not a valid struct format ({exc})") from None
+            _require(count == len(self.binary_fields), f"{key}.binary_fields", self.binary_fields, f"{count} names, one per value of binary_format")
+
+
+@dataclass(frozen=True)
+class RecorderConfig:
+    # 0 cuts clips only on the operator's start/stop/split.
+    clip_seconds: float = 10.0
+    # How long a clip waits for a slow source before it is closed without it.
+    max_source_lag_s: float = 1.0
+
+    def validate(self, key: str) -> None:
+        _require(self.clip_seconds == 0 or self.clip_seconds >= 0.5, f"{key}.clip_seconds", self.clip_seconds, "0 (manual) or at least 0.5 seconds")
+        _require(0.05 <= self.max_source_lag_s <= 30, f"{key}.max_source_lag_s", self.max_source_lag_s, "between 0.05 and 30 seconds")
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    # Default: <data_dir>/device-key.json. The password never lives here (KNACK_DEVICE_PASSWORD or a prompt).
+    keystore: str = ""
+    # The EVM address paid for this device's clips; default: the device key's own address.
+    contributor: str = ""
+
+    def validate(self, key: str) -> None:
+        if self.contributor:
+            ok = self.contributor.startswith("0x") and len(self.contributor) == 42
+            try:
+                int(self.contributor, 16)
+            except ValueError:
+                ok = False
+            _require(ok, f"{key}.contributor", self.contributor, "an EVM address: 0x followed by 40 hex digits")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    # Empty means the embedded defaults; set these to use a real IPFS daemon / JSON-RPC chain.
+    ipfs_api: str = ""
+    chain_rpc: str = ""
+
+    def validate(self, key: str) -> None:
+        _require(self.ipfs_api == "" or self.ipfs_api.startswith("/"), f"{key}.ipfs_api", self.ipfs_api, "a multiaddr such as /ip4/127.0.0.1/tcp/5001/http")
+        _require(self.chain_rpc == "" or "://" in self.chain_rpc, f"{key}.chain_rpc", self.chain_rpc, "a URL such as http://127.0.0.1:8545")
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: str = ""
+    recorder: RecorderConfig = field(default_factory=RecorderConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    camera: tuple[CameraConfig, ...] = ()
+    serial: tuple[SerialConfig, ...] = ()
+    source: str = "defaults"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def clips_path(self) -> Path:
+        return self.data_path / "clips"
+
+    @property
+    def keystore_path(self) -> Path:
+        return Path(self.identity.keystore).expanduser() if self.identity.keystore else self.data_path / "device-key.json"
+
+    def validate(self) -> "Config":
+        self.recorder.validate("recorder")
+        self.identity.validate("identity")
+        self.storage.validate("storage")
+        names: set[str] = set()
+        for kind, streams in (("camera", self.camera), ("serial", self.serial)):
+            for i, stream in enumerate(streams):
+                stream.validate(f"{kind}[{i}]")
+                _require(stream.name not in names, f"{kind}[{i}].name", stream.name, "a name no other stream uses")
+                names.add(stream.name)
+        return self
+
+
+def _require(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not valid: expected {expected}")
+
+
+def _convert(cls, data: Mapping[str, Any], key: str):
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{key} = {data!r} is not valid: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        if name not in fields:
+            raise ConfigError(f"{key}.{name} is not a known setting: expected one of {', '.join(sorted(fields))}")
+        kwargs[name] = _coerce(fields[name].type, value, f"{key}.{name}")
+    return cls(**kwargs)
+
+
+_SECTIONS = {"recorder": RecorderConfig, "identity": IdentityConfig, "storage": StorageConfig}
+
+
+def _coerce(type_name: str, value: Any, key: str):
+    expected = {"str": str, "int": int, "float": (int, float), "bool": bool}
+    if type_name in expected:
+        if isinstance(value, bool) and type_name != "bool" or not isinstance(value, expected[type_name]):
+            raise ConfigError(f"{key} = {value!r} is not valid: expected a {'number' if type_name == 'float' else type_name}")
+        return float(value) if type_name == "float" else value
+    if type_name == "tuple[str, ...]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} = {value!r} is not valid: expected a list of strings")
+        return tuple(value)
+    choice = {"Parity": Parity, "SerialProtocol": SerialProtocol, "TimeUnit": TimeUnit}.get(type_name)
+    if choice is not None:
+        try:
+            return choice(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key} = {value!r} is not valid: expected {str(exc).split(' is not ', 1)[1]}") from None
+    raise AssertionError(f"no conversion for {type_name}")
+
+
+def from_mapping(data: Mapping[str, Any], source: str = "mapping") -> Config:
+    kwargs: dict[str, Any] = {"source": source}
+    for name, value in data.items():
+        if name in _SECTIONS:
+            kwargs[name] = _convert(_SECTIONS[name], value, name)
+        elif name in ("camera", "serial"):
+            cls = CameraConfig if name == "camera" else SerialConfig
+            if not isinstance(value, list):
+                raise ConfigError(f"{name} is not valid: expected [[{name}]] tables")
+            kwargs[name] = tuple(_convert(cls, v, f"{name}[{i}]") for i, v in enumerate(value))
+        elif name == "data_dir":
+            kwargs[name] = _coerce("str", value, name)
+        else:
+            raise ConfigError(f"{name} is not a known setting: expected one of camera, data_dir, identity, recorder, serial, storage")
+    return Config(**kwargs)
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")) / ".local" / "share")
+    return Path(base) / "knack"
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")) / ".config")
+    return Path(base) / "knack" / "knack.toml"
+
+
+def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    """KNACK_DATA_DIR and KNACK_<SECTION>_<KEY> (e.g. KNACK_RECORDER_CLIP_SECONDS=5) override one value each."""
+    if env.get("KNACK_DATA_DIR"):
+        config = dataclasses.replace(config, data_dir=env["KNACK_DATA_DIR"])
+    for section, cls in _SECTIONS.items():
+        changes = {}
+        for f in dataclasses.fields(cls):
+            var = f"KNACK_{section}_{f.name}".upper()
+            if var in env:
+                text = env[var]
+                value: Any = text
+                if f.type == "float":
+                    try:
+                        value = float(text)
+                    except ValueError:
+                        raise ConfigError(f"{var} = {text!r} is not valid: expected a number") from None
+                changes[f.name] = _coerce(f.type, value, var)
+        if changes:
+            config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **changes)})
+    return config
+
+
+def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    candidate = Path(path) if path else Path(env["KNACK_CONFIG"]) if env.get("KNACK_CONFIG") else default_config_path(env)
+    explicit = bool(path or env.get("KNACK_CONFIG"))
+    if candidate.exists():
+        try:
+            data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{candidate} is not valid TOML: {exc}") from None
+        config = from_mapping(data, source=str(candidate))
+    elif explicit:
+        raise ConfigError(f"config file {candidate} does not exist")
+    else:
+        config = Config(source="defaults (no knack.toml found)")
+    config = _apply_env(config, env)
+    if not config.data_dir:
+        config = dataclasses.replace(config, data_dir=str(default_data_dir(env)))
+    return config.validate()
+
+
+def to_toml(config: Config) -> str:
+    """The effective configuration as TOML, for `knack doctor` (it holds no secrets by design)."""
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, enum.Enum):
+            v = v.value
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, tuple):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"# from {config.source}", f"data_dir = {scalar(config.data_dir)}"]
+    for section in _SECTIONS:
+        lines += ["", f"[{section}]"]
+        lines += [f"{f.name} = {scalar(getattr(getattr(config, section), f.name))}" for f in dataclasses.fields(_SECTIONS[section])]
+    for kind in ("camera", "serial"):
+        for stream in getattr(config, kind):
+            lines += ["", f"[[{kind}]]"]
+            lines += [f"{f.name} = {scalar(getattr(stream, f.name))}" for f in dataclasses.fields(stream)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,65 @@
+"""The device's secp256k1 identity: created on first run, kept in an encrypted Ethereum keystore, used to sign manifests."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+SIGNATURE_SCHEME = "eip191-sha256"
+
+
+class IdentityError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class DeviceKey:
+    address: str
+    _key: bytes
+
+    def __repr__(self) -> str:  # the key never shows up in a log or a traceback
+        return f"DeviceKey({self.address})"
+
+    def sign(self, message: bytes) -> dict:
+        """Signs sha256(message) as an EIP-191 personal message, so any EVM tool (and ecrecover) can check it."""
+        digest = hashlib.sha256(message).digest()
+        signed = Account.sign_message(encode_defunct(primitive=digest), self._key)
+        return {"scheme": SIGNATURE_SCHEME, "signer": self.address, "value": "0x" + signed.signature.hex().removeprefix("0x")}
+
+
+def recover_signer(message: bytes, signature: dict) -> str:
+    if signature.get("scheme") != SIGNATURE_SCHEME:
+        raise IdentityError(f"unknown signature scheme {signature.get('scheme')!r} (expected {SIGNATURE_SCHEME})")
+    digest = hashlib.sha256(message).digest()
+    return Account.recover_message(encode_defunct(primitive=digest), signature=signature["value"])
+
+
+def load_or_create(path: Path, password: str, *, kdf: str = "scrypt", iterations: int | None = None) -> tuple[DeviceKey, bool]:
+    """The key at `path`, creating it (mode 0600, written atomically) when there is none; True if created."""
+    if not password:
+        raise IdentityError("the device key needs a password: set KNACK_DEVICE_PASSWORD or run from a terminal to be asked")
+    if path.exists():
+        try:
+            keystore = json.loads(path.read_text())
+            key = bytes(Account.decrypt(keystore, password))
+        except ValueError as exc:
+            if "MAC mismatch" in str(exc):
+                raise IdentityError(f"wrong password for the device key {path}") from None
+            raise IdentityError(f"device key {path} is not a readable Ethereum keystore: {exc}") from None
+        return DeviceKey(Account.from_key(key).address, key), False
+    account = Account.create()
+    keystore = Account.encrypt(account.key, password, kdf=kdf, iterations=iterations)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(keystore, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return DeviceKey(account.address, bytes(account.key)), True

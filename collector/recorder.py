@@ -1,0 +1,354 @@
+"""The recorder: drains every source's queue, cuts the streams into clips on one clock, and writes clip bundles.
+
+Frames are encoded into the clip's partial directory as they arrive; sensor rows are kept until the clip
+closes. A finisher thread writes the parquet files, signs the manifest and renames the bundle into place,
+so sealing one clip never stalls capture of the next.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import queue
+import shutil
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import collector
+from collector.bundle import PARTIAL_PREFIX, new_clip_id, recover_partials, seal, write_manifest
+from collector.clock import Clock
+from collector.config import Config
+from collector.devices import usb_id_of
+from collector.identity import DeviceKey
+from collector.segmenter import Segmenter, Span
+from collector.sources.base import Frame, Gap, Sample, Source, StreamStats
+
+log = logging.getLogger("knack.recorder")
+
+VIDEO_FOURCC = "mp4v"  # what OpenCV's bundled FFmpeg writes everywhere without extra codecs
+
+
+@dataclass
+class ClipBuffer:
+    span: Span
+    clip_id: str
+    partial: Path
+    stats_at_start: dict[str, StreamStats]
+    writers: dict[str, cv2.VideoWriter] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    frame_counts: Counter = field(default_factory=Counter)
+    frames: list[tuple[str, int, int]] = field(default_factory=list)  # camera, frame index, capture ns
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    marks: list[dict] = field(default_factory=list)
+    late: Counter = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class ClipWritten:
+    clip_id: str
+    path: Path
+    frames: int
+    samples: int
+
+
+@dataclass
+class Totals:
+    frames: int = 0
+    samples: int = 0
+    clips: int = 0
+    failed: int = 0
+
+
+class Recorder:
+    def __init__(self, config: Config, sources: list[Source], key: DeviceKey, on_clip: Callable[[ClipWritten], None] | None = None):
+        self.config = config
+        self.sources = sources
+        self.key = key
+        self.on_clip = on_clip
+        self.clock = Clock()
+        self.clips_dir = config.clips_path
+        self.segmenter = Segmenter(int(config.recorder.clip_seconds * 1e9))
+        self.totals = Totals()
+        self.contributor = config.identity.contributor or key.address
+        self._buffers: dict[int, ClipBuffer] = {}
+        self._watermarks: dict[str, int] = {}
+        self._commands: queue.Queue = queue.Queue()
+        self._finish: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.recovered: list[str] = []
+        self.stream_info: dict[str, dict] = {}
+
+    # --- control (any thread) -------------------------------------------------------------------
+    def start(self, record: bool = True) -> "Recorder":
+        self.clips_dir.mkdir(parents=True, exist_ok=True)
+        self.recovered = recover_partials(self.clips_dir)
+        for source in self.sources:
+            self.stream_info[source.name] = {"usb": usb_id_of(str(source.describe().get("source", "")))}
+        for source in self.sources:
+            source.start(self.clock)
+        self._threads = [
+            threading.Thread(target=self._loop, name="knack-recorder", daemon=True),
+            threading.Thread(target=self._finisher, name="knack-finisher", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        if record:
+            self.start_clip()
+        return self
+
+    def start_clip(self) -> None:
+        self._commands.put(("start", self.clock.now_ns(), None))
+
+    def stop_clip(self) -> None:
+        self._commands.put(("stop", self.clock.now_ns(), None))
+
+    def split(self) -> None:
+        self._commands.put(("split", self.clock.now_ns(), None))
+
+    def mark(self, label: str = "mark") -> None:
+        self._commands.put(("mark", self.clock.now_ns(), label))
+
+    def files_end_ns(self) -> int | None:
+        """When the last video-file camera ran out, so a recording "until the file ends" stops there."""
+        ends = [getattr(s, "ended_ns", None) for s in self.sources if s.kind == "camera"]
+        return max(ends) if ends and None not in ends else None
+
+    def sources_ended(self) -> bool:
+        return all(s.ended() for s in self.sources if s.kind == "camera") and any(s.kind == "camera" for s in self.sources)
+
+    def close(self, at_ns: int | None = None) -> Totals:
+        """Ends the current clip (now, or at `at_ns`), seals every open clip, and stops the sources."""
+        self._commands.put(("stop", at_ns or self.clock.now_ns(), None))
+        # Let items captured before the stop reach the recorder before the sources go away.
+        deadline = time.monotonic() + self.config.recorder.max_source_lag_s
+        while time.monotonic() < deadline and any(not s.items.empty() for s in self.sources):
+            time.sleep(0.01)
+        for source in self.sources:
+            source.stop()
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        return self.totals
+
+    # --- recorder thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        lag_ns = int(self.config.recorder.max_source_lag_s * 1e9)
+        while True:
+            stopping = self._stop.is_set()
+            self._run_commands()
+            moved = 0
+            for source in self.sources:
+                moved += self._drain(source)
+            if stopping:
+                # Every source has stopped: nothing earlier than now can still arrive.
+                self._close_spans(self.clock.now_ns() + 1, final=True)
+                self._finish.put(None)
+                return
+            self._close_spans(self._watermark(lag_ns))
+            if not moved:
+                time.sleep(0.002)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command, t_ns, arg = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if command == "start":
+                self.segmenter.start(t_ns)
+            elif command == "stop":
+                self.segmenter.stop(t_ns)
+            elif command == "split":
+                self.segmenter.split(t_ns)
+            elif command == "mark":
+                span = self.segmenter.route(t_ns)
+                if span is not None:
+                    self._buffer(span).marks.append({"t_ns": t_ns, "label": arg})
+
+    def _drain(self, source: Source, limit: int = 2000) -> int:
+        moved = 0
+        while moved < limit:
+            try:
+                item = source.items.get_nowait()
+            except queue.Empty:
+                break
+            moved += 1
+            self._watermarks[source.name] = item.capture_ns
+            span = self.segmenter.route(item.capture_ns)
+            if span is None:
+                if self.segmenter.spans and item.capture_ns < self.segmenter.spans[0].start_ns:
+                    source.stats.dropped += 1  # arrived after its clip was sealed (later than max_source_lag_s)
+                continue
+            buf = self._buffer(span)
+            if isinstance(item, Frame):
+                self._write_frame(buf, source, item)
+                self.totals.frames += 1
+            else:
+                buf.samples.setdefault(item.stream, []).append(item)
+                self.totals.samples += 1
+        return moved
+
+    def _watermark(self, lag_ns: int) -> int:
+        """Everything captured before this time has reached the recorder (or is late beyond max_source_lag_s)."""
+        now = self.clock.now_ns()
+        live = [self._watermarks.get(s.name, 0) for s in self.sources if s.stats.state == "recording" and not s.ended()]
+        fallback = now - lag_ns
+        return max(fallback, min(live)) if live else fallback
+
+    def _buffer(self, span: Span) -> ClipBuffer:
+        buf = self._buffers.get(id(span))
+        if buf is None:
+            clip_id = new_clip_id(self.clock.wall_ns(span.start_ns) // 1_000_000)
+            partial = self.clips_dir / f"{PARTIAL_PREFIX}{clip_id}"
+            partial.mkdir(parents=True)
+            buf = ClipBuffer(span, clip_id, partial, {s.name: s.stats.snapshot() for s in self.sources})
+            self._buffers[id(span)] = buf
+        return buf
+
+    def _write_frame(self, buf: ClipBuffer, source: Source, frame: Frame) -> None:
+        writer = buf.writers.get(source.name)
+        height, width = frame.image.shape[:2]
+        if writer is None:
+            name = "video.mp4" if sum(s.kind == "camera" for s in self.sources) == 1 else f"video-{source.name}.mp4"
+            fps = source.describe().get("nominal_rate") or 30.0
+            writer = cv2.VideoWriter(str(buf.partial / name), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, (width, height))
+            if not writer.isOpened():
+                raise OSError(f"OpenCV cannot write {buf.partial / name}")
+            buf.writers[source.name] = writer
+            buf.sizes[source.name] = (width, height)
+        image = frame.image
+        if (width, height) != buf.sizes[source.name]:
+            # A camera that renegotiated its size mid-clip: keep one size per video file.
+            image = cv2.resize(image, buf.sizes[source.name])
+        writer.write(image)
+        index = buf.frame_counts[source.name]
+        buf.frame_counts[source.name] += 1
+        buf.frames.append((source.name, index, frame.capture_ns))
+
+    def _close_spans(self, watermark_ns: int, final: bool = False) -> None:
+        spans = self.segmenter.closable(watermark_ns)
+        if final:
+            spans += [s for s in self.segmenter.spans]
+            self.segmenter.spans = []
+        for span in spans:
+            buf = self._buffers.pop(id(span), None)
+            if buf is None:
+                continue  # a clip in which nothing arrived is not written
+            if span.end_ns is None:
+                span.end_ns = max([t for _, _, t in buf.frames] + [s.capture_ns for v in buf.samples.values() for s in v], default=span.start_ns) + 1
+            stats = {s.name: s.stats.snapshot() for s in self.sources}
+            gaps = [g for s in self.sources for g in s.take_gaps() if _overlaps(g, span)]
+            self._finish.put((buf, stats, gaps))
+
+    # --- finisher thread ------------------------------------------------------------------------
+    def _finisher(self) -> None:
+        while (job := self._finish.get()) is not None:
+            buf, stats, gaps = job
+            try:
+                written = self._finish_clip(buf, stats, gaps)
+            except OSError as exc:
+                self.totals.failed += 1
+                log.error("clip %s could not be written (%s); its partial directory is kept and handled on the next start", buf.clip_id, exc)
+                continue
+            self.totals.clips += 1
+            if self.on_clip is not None:
+                try:
+                    self.on_clip(written)
+                except Exception:
+                    log.exception("clip %s: handler failed", buf.clip_id)
+
+    def _finish_clip(self, buf: ClipBuffer, stats: dict[str, StreamStats], gaps: list[Gap]) -> ClipWritten:
+        for writer in buf.writers.values():
+            writer.release()
+        self._write_frames_table(buf)
+        n_samples = self._write_samples_table(buf)
+        manifest = self._manifest(buf, stats, gaps)
+        write_manifest(buf.partial, manifest, self.key)
+        final = seal(buf.partial, self.clips_dir / buf.clip_id)
+        return ClipWritten(buf.clip_id, final, len(buf.frames), n_samples)
+
+    def _write_frames_table(self, buf: ClipBuffer) -> None:
+        if not buf.frames:
+            return
+        cameras, indices, times = zip(*buf.frames)
+        table = pa.table({
+            "camera": pa.array(cameras, pa.string()),
+            "frame_index": pa.array(indices, pa.int64()),
+            "capture_ns": pa.array(times, pa.int64()),
+        })
+        pq.write_table(table, buf.partial / "frames.parquet")
+
+    def _write_samples_table(self, buf: ClipBuffer) -> int:
+        rows = [s for stream in sorted(buf.samples) for s in buf.samples[stream]]
+        if not rows:
+            return 0
+        channels = {s.name: list(getattr(s, "channels", ())) for s in self.sources if s.kind == "serial"}
+        table = pa.table({
+            "stream": pa.array([s.stream for s in rows], pa.string()),
+            "capture_ns": pa.array([s.capture_ns for s in rows], pa.int64()),
+            "device_ns": pa.array([s.device_ns for s in rows], pa.int64()),
+            "values": pa.array([list(s.values) for s in rows], pa.list_(pa.float64())),
+        })
+        import json
+
+        table = table.replace_schema_metadata({"knack.channels": json.dumps(channels)})
+        pq.write_table(table, buf.partial / "sensors.parquet")
+        return len(rows)
+
+    def _manifest(self, buf: ClipBuffer, stats: dict[str, StreamStats], gaps: list[Gap]) -> dict:
+        span = buf.span
+        streams = []
+        for source in self.sources:
+            before, after = buf.stats_at_start[source.name], stats[source.name]
+            info = dict(source.describe())
+            info.setdefault("usb", self.stream_info.get(source.name, {}).get("usb"))
+            times = [t for cam, _, t in buf.frames if cam == source.name] if source.kind == "camera" else [s.capture_ns for s in buf.samples.get(source.name, [])]
+            info.update({
+                "count": len(times),
+                "measured_rate": round((len(times) - 1) / ((times[-1] - times[0]) / 1e9), 3) if len(times) > 1 and times[-1] > times[0] else None,
+                "dropped": after.dropped - before.dropped,
+                "late": after.late - before.late,
+                "lost": after.lost - before.lost,
+                "parse_errors": dict(after.errors - before.errors),
+                "gaps": [
+                    {"start_ns": g.start_ns, "end_ns": g.end_ns, "reason": g.reason}
+                    for g in gaps if g.stream == source.name
+                ],
+            })
+            if source.kind == "serial":
+                info["channels"] = list(getattr(source, "channels", ()))
+            streams.append(info)
+        return {
+            "clip_id": buf.clip_id,
+            "device_id": self.key.address,
+            "contributor": self.contributor,
+            "start": {"utc": self.clock.utc(span.start_ns), "mono_ns": span.start_ns},
+            "end": {"utc": self.clock.utc(span.end_ns), "mono_ns": span.end_ns},
+            "duration_s": round((span.end_ns - span.start_ns) / 1e9, 6),
+            "streams": streams,
+            "marks": buf.marks,
+            "recorder": {"knack": collector.__version__, "host": socket.gethostname(), "platform": platform.platform(), "video_fourcc": VIDEO_FOURCC},
+            "labels": None,
+            "quality": None,
+            "privacy": None,
+            "decision": None,
+        }
+
+
+def _overlaps(gap: Gap, span: Span) -> bool:
+    end = gap.end_ns if gap.end_ns is not None else float("inf")
+    return gap.start_ns < (span.end_ns or float("inf")) and end > span.start_ns
+
+
+def free_disk_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free

@@ -1,0 +1,7 @@
+"""Bundled sample recording (real photos panned into video, synthetic IMU log) for demos and tests."""
+
+import pathlib
+
+SAMPLE_DIR = pathlib.Path(__file__).parent
+SAMPLE_VIDEO = SAMPLE_DIR / "hands.mp4"
+SAMPLE_IMU = SAMPLE_DIR / "imu.csv"

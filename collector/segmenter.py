@@ -1,0 +1,65 @@
+"""Which clip a capture time belongs to: the pure core of cutting synchronized streams into clips."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Span:
+    start_ns: int
+    end_ns: int | None  # None: open until the operator stops or splits
+
+
+class Segmenter:
+    """Clip boundaries on the shared clock, by duration and by the operator's start/stop/split.
+
+    Clips are contiguous while recording: a clip ends exactly where the next begins, so no sample
+    falls between two clips.
+    """
+
+    def __init__(self, clip_ns: int):
+        self.clip_ns = clip_ns  # 0: manual only
+        self.spans: list[Span] = []  # open spans, oldest first
+        self.recording = False
+
+    def start(self, t_ns: int) -> Span:
+        if self.recording:
+            return self.spans[-1]
+        self.recording = True
+        span = Span(t_ns, t_ns + self.clip_ns if self.clip_ns else None)
+        self.spans.append(span)
+        return span
+
+    def stop(self, t_ns: int) -> None:
+        if self.recording:
+            self._end_last(t_ns)
+            self.recording = False
+
+    def split(self, t_ns: int) -> Span | None:
+        if not self.recording:
+            return None
+        self._end_last(t_ns)
+        span = Span(t_ns, t_ns + self.clip_ns if self.clip_ns else None)
+        self.spans.append(span)
+        return span
+
+    def _end_last(self, t_ns: int) -> None:
+        last = self.spans[-1]
+        if last.end_ns is None or t_ns < last.end_ns:
+            last.end_ns = max(t_ns, last.start_ns)
+
+    def route(self, t_ns: int) -> Span | None:
+        """The span holding t, opening the next duration clips while recording; None if t is in no clip."""
+        while self.recording and self.spans and self.spans[-1].end_ns is not None and t_ns >= self.spans[-1].end_ns:
+            end = self.spans[-1].end_ns
+            self.spans.append(Span(end, end + self.clip_ns))
+        for span in self.spans:
+            if span.start_ns <= t_ns and (span.end_ns is None or t_ns < span.end_ns):
+                return span
+        return None
+
+    def closable(self, watermark_ns: int) -> list[Span]:
+        """Spans that no item earlier than `watermark_ns` can still fall into; removed from the open set."""
+        done = [s for s in self.spans if s.end_ns is not None and s.end_ns <= watermark_ns]
+        self.spans = [s for s in self.spans if s not in done]
+        return done

@@ -1,0 +1,184 @@
+"""A sensor on a pseudo-terminal: streams a realistic 6-axis IMU glove so the real serial path runs without hardware.
+
+The simulated device stamps samples with the host's monotonic clock in microseconds (it runs on the same
+host), which makes the recorder's serial latency and clock alignment measurable.
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector.sources.protocols import encode_frame
+
+log = logging.getLogger("knack.simulate")
+
+IMU_FIELDS = ("t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz")
+IMU_BINARY_FORMAT = "<QI6f"
+PROTOCOLS = ("csv", "jsonl", "kv", "binary")
+# What a real sensor has: a few KB of buffer. Past it, samples nobody reads are gone, as on a UART.
+MAX_PENDING = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    rate: float = 200.0
+    protocol: str = "csv"
+    garbage: float = 0.0  # probability per sample of injecting noise bytes (or a corrupt binary frame)
+    replay: str = ""  # a CSV log with IMU_FIELDS columns whose values are streamed in a loop
+    link: str = ""  # a stable path symlinked to the pty, like a udev rule's /dev/knack/... name
+    seed: int = 1
+    header_every_s: float = 1.0  # CSV: repeat the header so a reader that joins late can parse
+
+
+def _synthetic(seq: int, rate: float, rng: random.Random) -> tuple[float, ...]:
+    t = seq / rate
+    # A hand at work: slow reaching motion plus a faster tool rhythm, with gravity on z and sensor noise.
+    ax = 1.2 * math.sin(2 * math.pi * 0.4 * t) + 0.3 * math.sin(2 * math.pi * 3.1 * t) + rng.gauss(0, 0.05)
+    ay = 0.8 * math.cos(2 * math.pi * 0.25 * t) + rng.gauss(0, 0.05)
+    az = 9.81 + 0.4 * math.sin(2 * math.pi * 0.7 * t) + rng.gauss(0, 0.05)
+    gx = 0.6 * math.cos(2 * math.pi * 0.4 * t) + rng.gauss(0, 0.01)
+    gy = 0.3 * math.sin(2 * math.pi * 1.3 * t) + rng.gauss(0, 0.01)
+    gz = 0.2 * math.sin(2 * math.pi * 0.2 * t) + rng.gauss(0, 0.01)
+    return ax, ay, az, gx, gy, gz
+
+
+def load_replay(path: str | Path) -> list[tuple[float, ...]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or any(name not in rows[0] for name in IMU_FIELDS[2:]):
+        raise ValueError(f"{path} is not an IMU log: expected columns {', '.join(IMU_FIELDS)}")
+    return [tuple(float(row[name]) for name in IMU_FIELDS[2:]) for row in rows]
+
+
+def encode(protocol: str, t_us: int, seq: int, values: tuple[float, ...]) -> bytes:
+    if protocol == "binary":
+        return encode_frame(IMU_BINARY_FORMAT, (t_us, seq, *values))
+    v = [f"{x:.4f}" for x in values]
+    if protocol == "csv":
+        return f"{t_us},{seq},{','.join(v)}\n".encode()
+    if protocol == "kv":
+        return (f"t_us={t_us} seq={seq} " + " ".join(f"{k}={x}" for k, x in zip(IMU_FIELDS[2:], v)) + "\n").encode()
+    if protocol == "jsonl":
+        record = {"t_us": t_us, "seq": seq, **{k: round(x, 4) for k, x in zip(IMU_FIELDS[2:], values)}}
+        return (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+
+
+class SerialSimulator:
+    """Owns a pty pair; `port` is the path a serial reader opens. Runs its writer in a thread."""
+
+    def __init__(self, config: SimulatorConfig):
+        if config.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {config.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        if not 0 < config.rate <= 10_000:
+            raise ValueError(f"rate {config.rate} is not between 0 and 10000 samples per second")
+        self.config = config
+        self.replay = load_replay(config.replay) if config.replay else None
+        self.sent = 0  # samples generated
+        self.overrun = 0  # samples lost because nobody read the port
+        self.corrupted = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._master, self._slave = os.openpty()
+        # Raw mode before anyone opens the port: no echo back into the generator, no newline translation.
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self.pty_path = os.ttyname(self._slave)
+        self.port = self.pty_path
+        if config.link:
+            link = Path(config.link)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            tmp = link.with_name(f".{link.name}.tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(self.pty_path)
+            os.replace(tmp, link)
+            self.port = str(link)
+
+    def start(self) -> "SerialSimulator":
+        self._thread = threading.Thread(target=self._run, name="knack-simulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops streaming and removes the port, as when a device is unplugged."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.config.link:
+            try:
+                if os.readlink(self.config.link) == self.pty_path:
+                    os.unlink(self.config.link)
+            except OSError:
+                pass
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "SerialSimulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def header(self) -> bytes:
+        return (",".join(IMU_FIELDS) + "\n").encode() if self.config.protocol == "csv" else b""
+
+    def _values(self, seq: int, rng: random.Random) -> tuple[float, ...]:
+        if self.replay:
+            return self.replay[seq % len(self.replay)]
+        return _synthetic(seq, self.config.rate, rng)
+
+    def _corrupt(self, chunk: bytes, rng: random.Random) -> bytes:
+        self.corrupted += 1
+        if self.config.protocol == "binary":
+            # Flip one payload bit: the CRC must catch it.
+            i = rng.randrange(4, len(chunk) - 4)
+            return chunk[:i] + bytes([chunk[i] ^ (1 << rng.randrange(8))]) + chunk[i + 1 :]
+        noise = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 12)))
+        cut = rng.randrange(len(chunk))
+        return chunk[:cut] + noise + chunk[cut:]
+
+    def _run(self) -> None:
+        rng = random.Random(self.config.seed)
+        pending = bytearray(self.header())
+        start = time.monotonic_ns()
+        period_ns = 1e9 / self.config.rate
+        last_header = start
+        while not self._stop.is_set():
+            now = time.monotonic_ns()
+            due = int((now - start) / period_ns) + 1
+            out = bytearray()
+            if self.config.protocol == "csv" and now - last_header >= self.config.header_every_s * 1e9:
+                out += self.header()
+                last_header = now
+            while self.sent < due:
+                t_us = int(start + self.sent * period_ns) // 1000
+                chunk = encode(self.config.protocol, t_us, self.sent, self._values(self.sent, rng))
+                if self.config.garbage and rng.random() < self.config.garbage:
+                    chunk = self._corrupt(chunk, rng)
+                out += chunk
+                self.sent += 1
+            pending += out
+            if len(pending) > MAX_PENDING:
+                self.overrun += 1
+                pending.clear()
+            if pending:
+                try:
+                    written = os.write(self._master, pending)
+                    del pending[:written]
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EIO):
+                        raise
+            self._stop.wait(0.0005)

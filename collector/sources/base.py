@@ -1,0 +1,175 @@
+"""What every source shares: the items it emits, its counters, and a capture thread with a bounded queue."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from collector.clock import Clock
+
+log = logging.getLogger("knack.capture")
+
+
+@dataclass(frozen=True)
+class Frame:
+    stream: str
+    capture_ns: int
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class Sample:
+    stream: str
+    capture_ns: int
+    device_ns: int | None
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A stretch with no data from a stream (unplugged camera, vanished port); end_ns is None while it lasts."""
+
+    stream: str
+    start_ns: int
+    end_ns: int | None
+    reason: str
+
+
+@dataclass
+class StreamStats:
+    """Cumulative counters of one stream since it started; the recorder diffs them per clip."""
+
+    received: int = 0
+    dropped: int = 0  # bounded queue full: the consumer was too slow
+    late: int = 0  # frames the camera should have delivered but did not (interval gaps)
+    lost: int = 0  # samples missing by the device's sequence counter
+    errors: Counter = field(default_factory=Counter)  # skipped input by reason
+    state: str = "starting"
+    last_error: str = ""
+
+    def snapshot(self) -> "StreamStats":
+        return StreamStats(self.received, self.dropped, self.late, self.lost, Counter(self.errors), self.state, self.last_error)
+
+
+class Source(Protocol):
+    name: str
+    kind: str  # "camera" | "serial"
+    items: queue.Queue
+    stats: StreamStats
+
+    def start(self, clock: Clock) -> None: ...
+    def stop(self) -> None: ...
+    def ended(self) -> bool: ...
+    def take_gaps(self) -> list[Gap]: ...
+    def describe(self) -> dict[str, Any]: ...
+
+
+class ErrorReporter:
+    """Says what a stream skipped at most once per interval, so garbage at 1 kHz is one line a second, not a flood."""
+
+    def __init__(self, stream: str, interval_ns: int = 1_000_000_000):
+        self.stream = stream
+        self.interval_ns = interval_ns
+        self._pending: Counter = Counter()
+        self._last_ns = -interval_ns
+
+    def add(self, errors: Counter, now_ns: int) -> None:
+        self._pending.update(errors)
+        self.flush(now_ns)
+
+    def flush(self, now_ns: int, force: bool = False) -> None:
+        if not self._pending or (not force and now_ns - self._last_ns < self.interval_ns):
+            return
+        total = sum(self._pending.values())
+        detail = ", ".join(f"{reason} {count}" for reason, count in self._pending.most_common())
+        log.warning("%s: skipped %d bad record%s (%s)", self.stream, total, "" if total == 1 else "s", detail)
+        self._pending.clear()
+        self._last_ns = now_ns
+
+
+class ThreadedSource:
+    """A capture thread feeding a bounded queue: a slow consumer shows up as counted drops, never as memory."""
+
+    kind = "source"
+
+    def __init__(self, name: str, queue_size: int):
+        self.name = name
+        self.items: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.stats = StreamStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._gaps: list[Gap] = []
+        self._gap_lock = threading.Lock()
+        self._open_gap: Gap | None = None
+        self._ended = threading.Event()
+        self.clock = Clock()
+
+    def start(self, clock: Clock) -> None:
+        self.clock = clock
+        self._thread = threading.Thread(target=self._guarded_run, name=f"knack-{self.kind}-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._close_gap(self.clock.now_ns())
+
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def _guarded_run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # a bug in one source must not take the others down
+            log.exception("%s: capture stopped by an unexpected error: %s", self.name, exc)
+            self.stats.state = f"failed: {exc}"
+            self.stats.last_error = str(exc)
+        finally:
+            self._ended.set()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _emit(self, item) -> None:
+        try:
+            self.items.put_nowait(item)
+            self.stats.received += 1
+        except queue.Full:
+            self.stats.dropped += 1
+
+    def _open_gap_at(self, start_ns: int, reason: str) -> None:
+        with self._gap_lock:
+            if self._open_gap is None:
+                self._open_gap = Gap(self.name, start_ns, None, reason)
+                self._gaps.append(self._open_gap)
+
+    def _close_gap(self, end_ns: int) -> None:
+        with self._gap_lock:
+            if self._open_gap is not None:
+                closed = Gap(self.name, self._open_gap.start_ns, end_ns, self._open_gap.reason)
+                self._gaps[self._gaps.index(self._open_gap)] = closed
+                self._open_gap = None
+
+    def take_gaps(self) -> list[Gap]:
+        """Closed gaps are handed over once; an open gap is reported each time until it closes."""
+        with self._gap_lock:
+            closed = [g for g in self._gaps if g.end_ns is not None]
+            self._gaps = [g for g in self._gaps if g.end_ns is None]
+            return closed + list(self._gaps)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait, waking early on stop; True if the source should keep going."""
+        return not self._stop.wait(seconds)
+
+
+def backoff_delays(first: float = 0.5, cap: float = 5.0):
+    delay = first
+    while True:
+        yield delay
+        delay = min(cap, delay * 2)

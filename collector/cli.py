@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole flow on the bundled sample recording and the sensor simulator")
     p.add_argument("--data-dir", help="where the demo writes (default: <data_dir>/demo)")
-    p.add_argument("--clip-seconds", type=float, default=2.0)
+    p.add_argument("--clip-seconds", type=float, default=2.5)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("record", help="record clips from the configured sources until Ctrl-C")

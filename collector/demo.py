@@ -21,7 +21,7 @@ def demo_config(base: Config, data_dir: Path, port: str, clip_seconds: float) ->
     ).validate()
 
 
-def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.0) -> int:
+def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.5) -> int:
     from collector.cli import device_key, run_recording
 
     target = Path(data_dir) if data_dir else base.data_path / "demo"

@@ -110,7 +110,9 @@ class SerialSimulator:
         return self
 
     def stop(self) -> None:
-        """Stops streaming and removes the port, as when a device is unplugged."""
+        """Stops streaming and removes the port, as when a device is unplugged. Safe to call twice."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 class Span:
     start_ns: int
     end_ns: int | None  # None: open until the operator stops or splits
+    latest_ns: int = -1  # the latest capture time routed here: an end never cuts off what a clip already holds
 
 
 class Segmenter:
@@ -39,14 +40,15 @@ class Segmenter:
         if not self.recording:
             return None
         self._end_last(t_ns)
-        span = Span(t_ns, t_ns + self.clip_ns if self.clip_ns else None)
+        start = self.spans[-1].end_ns
+        span = Span(start, start + self.clip_ns if self.clip_ns else None)
         self.spans.append(span)
         return span
 
     def _end_last(self, t_ns: int) -> None:
         last = self.spans[-1]
         if last.end_ns is None or t_ns < last.end_ns:
-            last.end_ns = max(t_ns, last.start_ns)
+            last.end_ns = max(t_ns, last.start_ns, last.latest_ns + 1)
 
     def route(self, t_ns: int) -> Span | None:
         """The span holding t, opening the next duration clips while recording; None if t is in no clip."""
@@ -55,6 +57,7 @@ class Segmenter:
             self.spans.append(Span(end, end + self.clip_ns))
         for span in self.spans:
             if span.start_ns <= t_ns and (span.end_ns is None or t_ns < span.end_ns):
+                span.latest_ns = max(span.latest_ns, t_ns)
                 return span
         return None
 

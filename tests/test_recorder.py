@@ -1,0 +1,143 @@
+"""The recorder: clips cut on one clock from a video-file camera and a pty sensor, written as clip bundles."""
+import json
+import time
+
+import cv2
+import pyarrow.parquet as pq
+
+from collector.bundle import list_clips, verify_bundle
+from collector.recorder import Recorder
+from collector.sources import make_sources
+from tests.conftest import frame_number, imu_serial, wait_until, write_video
+
+
+def record_until_file_ends(config, key, timeout=20):
+    written = []
+    recorder = Recorder(config, make_sources(config), key, on_clip=written.append).start()
+    assert wait_until(recorder.sources_ended, timeout)
+    recorder.close(at_ns=recorder.files_end_ns())
+    return recorder, sorted(written, key=lambda c: c.clip_id)
+
+
+def load(clip):
+    manifest = json.loads((clip / "manifest.json").read_text())
+    frames = pq.read_table(clip / "frames.parquet").to_pylist() if (clip / "frames.parquet").exists() else []
+    sensors = pq.read_table(clip / "sensors.parquet") if (clip / "sensors.parquet").exists() else None
+    return manifest, frames, sensors
+
+
+def test_clips_are_cut_by_duration_contiguous_and_lose_nothing_between_them(simulator, make_config, video_file, device_key):
+    sim = simulator(rate=500, protocol="binary")
+    config = make_config([{"name": "cam", "source": str(video_file)}], [imu_serial(sim.port, "binary")], clip_seconds=0.5)
+    recorder, written = record_until_file_ends(config, device_key)
+    assert len(written) >= 3
+    manifests, numbers, seqs = [], [], []
+    for clip in written:
+        manifest, frames, sensors = load(clip.path)
+        manifests.append(manifest)
+        start, end = manifest["start"]["mono_ns"], manifest["end"]["mono_ns"]
+        assert all(start <= f["capture_ns"] < end for f in frames)
+        assert all(start <= t < end for t in sensors.column("capture_ns").to_pylist())
+        # A tail clip after the file's last frame holds only sensor samples, and then no video.
+        assert (clip.path / "video.mp4").exists() == bool(frames)
+        if frames:
+            video = cv2.VideoCapture(str(clip.path / "video.mp4"))
+            while True:
+                ok, image = video.read()
+                if not ok:
+                    break
+                numbers.append(frame_number(image))
+            assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)
+        channels = json.loads(sensors.schema.metadata[b"knack.channels"])["imu"]
+        seqs += [v[channels.index("seq")] for v in sensors.column("values").to_pylist()]
+    assert [m["start"]["mono_ns"] for m in manifests[1:]] == [m["end"]["mono_ns"] for m in manifests[:-1]]
+    assert all(abs(m["duration_s"] - 0.5) < 1e-6 for m in manifests[:-1])
+    assert numbers == list(range(45))  # every frame of the file, in order, each in exactly one clip
+    assert seqs == list(range(int(seqs[0]), int(seqs[0]) + len(seqs)))  # no sample lost at a clip boundary
+    assert sum(m["streams"][1]["lost"] for m in manifests) == 0
+
+
+def test_video_and_serial_line_up_on_one_clock(simulator, make_config, video_file, device_key):
+    sim = simulator(rate=500, protocol="csv")
+    config = make_config([{"name": "cam", "source": str(video_file)}], [imu_serial(sim.port, "csv")], clip_seconds=10)
+    recorder, [clip] = record_until_file_ends(config, device_key)
+    manifest, frames, sensors = load(clip.path)
+    start = manifest["start"]["mono_ns"]
+    capture = sensors.column("capture_ns").to_pylist()
+    device = sensors.column("device_ns").to_pylist()
+    # Both streams begin within 100 ms of the clip start and end within 100 ms of each other.
+    assert frames[0]["capture_ns"] - start < 100e6 and capture[0] - start < 100e6
+    assert abs(frames[-1]["capture_ns"] - capture[-1]) < 100e6
+    # The sensor (same host clock) says when it sampled; arrival is at most a few ms later, never earlier.
+    latencies = [(c - d) / 1e6 for c, d in zip(capture, device)]
+    assert 0 <= min(latencies) and max(latencies) < 50
+    camera, serial = manifest["streams"]
+    assert 27 < camera["measured_rate"] < 33 and 450 < serial["measured_rate"] < 550
+    assert camera["count"] == 45 and serial["count"] == len(capture)
+
+
+def test_operator_start_stop_split_and_mark(simulator, make_config, device_key):
+    sim = simulator(rate=500, protocol="kv")
+    config = make_config([], [imu_serial(sim.port, "kv")], clip_seconds=0)
+    written = []
+    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start(record=False)
+    time.sleep(0.3)
+    recorder.start_clip()
+    time.sleep(0.4)
+    recorder.mark("blade change")
+    recorder.split()
+    time.sleep(0.4)
+    recorder.stop_clip()
+    paused_from = recorder.clock.now_ns()
+    time.sleep(0.4)
+    paused_to = recorder.clock.now_ns()
+    recorder.start_clip()
+    time.sleep(0.3)
+    recorder.close()
+    clips = sorted(written, key=lambda c: c.clip_id)
+    assert len(clips) == 3
+    manifests = [load(c.path)[0] for c in clips]
+    assert manifests[0]["marks"][0]["label"] == "blade change"
+    assert manifests[0]["end"]["mono_ns"] == manifests[1]["start"]["mono_ns"]
+    assert manifests[1]["end"]["mono_ns"] <= paused_from and manifests[2]["start"]["mono_ns"] >= paused_to
+    for c in clips:
+        times = load(c.path)[2].column("capture_ns").to_pylist()
+        assert not any(paused_from <= t < paused_to for t in times)
+        assert verify_bundle(c.path).ok
+
+
+def test_a_missing_camera_leaves_a_recorded_gap_while_serial_goes_on(simulator, make_config, tmp_path, device_key):
+    sim = simulator(rate=500, protocol="jsonl")
+    late = tmp_path / "late.mp4"
+    config = make_config([{"name": "cam", "source": str(late)}], [imu_serial(sim.port, "jsonl")], clip_seconds=10)
+    written = []
+    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+    time.sleep(1.0)
+    write_video(tmp_path / "tmp.mp4", frames=15).rename(late)
+    assert wait_until(recorder.sources_ended, 10)
+    recorder.close(at_ns=recorder.files_end_ns())
+    [clip] = written
+    manifest, frames, sensors = load(clip.path)
+    camera, serial = manifest["streams"]
+    [gap] = camera["gaps"]
+    assert "does not exist" in gap["reason"] and gap["end_ns"] - gap["start_ns"] > 0.8e9
+    assert len(frames) == 15 and frames[0]["capture_ns"] >= gap["end_ns"]
+    times = sensors.column("capture_ns").to_pylist()
+    assert sum(gap["start_ns"] <= t < gap["end_ns"] for t in times) > 300  # serial kept recording in the gap
+
+
+def test_manifest_names_device_contributor_streams_and_every_file(simulator, make_config, video_file, device_key):
+    sim = simulator(rate=200, protocol="csv")
+    config = make_config([{"name": "cam", "source": str(video_file)}], [imu_serial(sim.port, "csv")], clip_seconds=10)
+    _, [clip] = record_until_file_ends(config, device_key)
+    manifest, _, _ = load(clip.path)
+    assert manifest["schema"] == 1 and manifest["clip_id"] == clip.clip_id == clip.path.name
+    assert manifest["device_id"] == device_key.address == manifest["contributor"]
+    assert manifest["start"]["utc"].endswith("Z") and manifest["end"]["mono_ns"] > manifest["start"]["mono_ns"]
+    assert sorted(f["name"] for f in manifest["files"]) == ["frames.parquet", "sensors.parquet", "video.mp4"]
+    camera, serial = manifest["streams"]
+    assert camera["kind"] == "camera" and camera["source"] == str(video_file) and camera["nominal_rate"] == 30
+    assert serial["kind"] == "serial" and serial["channels"] == ["seq", "ax", "ay", "az", "gx", "gy", "gz"]
+    assert {"dropped", "lost", "parse_errors", "gaps", "measured_rate", "usb"} <= set(serial)
+    assert manifest["signature"]["signer"] == device_key.address
+    assert list_clips(config.clips_path) == [clip.path]

@@ -214,7 +214,8 @@ def _coerce(type_name: str, value: Any, key: str):
     expected = {"str": str, "int": int, "float": (int, float), "bool": bool}
     if type_name in expected:
         if isinstance(value, bool) and type_name != "bool" or not isinstance(value, expected[type_name]):
-            raise ConfigError(f"{key} = {value!r} is not valid: expected a {'number' if type_name == 'float' else type_name}")
+            words = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+            raise ConfigError(f"{key} = {value!r} is not valid: expected {words[type_name]}")
         return float(value) if type_name == "float" else value
     if type_name == "tuple[str, ...]":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

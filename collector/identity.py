@@ -36,7 +36,10 @@ def recover_signer(message: bytes, signature: dict) -> str:
     if signature.get("scheme") != SIGNATURE_SCHEME:
         raise IdentityError(f"unknown signature scheme {signature.get('scheme')!r} (expected {SIGNATURE_SCHEME})")
     digest = hashlib.sha256(message).digest()
-    return Account.recover_message(encode_defunct(primitive=digest), signature=signature["value"])
+    try:
+        return Account.recover_message(encode_defunct(primitive=digest), signature=signature["value"])
+    except Exception as exc:  # eth-keys raises its own validation errors for malformed signatures
+        raise IdentityError(str(exc)) from None
 
 
 def load_or_create(path: Path, password: str, *, kdf: str = "scrypt", iterations: int | None = None) -> tuple[DeviceKey, bool]:

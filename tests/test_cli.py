@@ -1,0 +1,115 @@
+"""The `knack` command as a user runs it: separate processes, real pty, real files."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collector.bundle import list_clips
+from tests.conftest import write_video
+
+KNACK = [sys.executable, "-m", "collector.cli"]
+
+
+@pytest.fixture
+def env(tmp_path):
+    return dict(os.environ, HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "share"), XDG_CONFIG_HOME=str(tmp_path / "config"), KNACK_DEVICE_PASSWORD="correct horse")
+
+
+def knack(*args, env, timeout=120, check=True):
+    out = subprocess.run([*KNACK, *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+@pytest.fixture
+def simulated_port(env):
+    proc = subprocess.Popen([*KNACK, "simulate", "serial", "--rate", "500", "--protocol", "jsonl"], env=env, stdout=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    port = re.search(r"on (\S+)", first).group(1)
+    yield port
+    proc.terminate()
+    assert proc.wait(10) == 0
+
+
+def test_simulate_then_record_then_verify(tmp_path, env, simulated_port):
+    video = write_video(tmp_path / "bench.mp4", frames=60)
+    config = tmp_path / "knack.toml"
+    config.write_text(f"""
+[recorder]
+clip_seconds = 1
+[[camera]]
+name = "bench"
+source = "{video}"
+[[serial]]
+name = "glove"
+port = "{simulated_port}"
+protocol = "jsonl"
+seq_field = "seq"
+device_time_field = "t_us"
+""")
+    out = knack("--config", str(config), "record", "--until-end", "--duration", "30", env=env)
+    assert "Created device key 0x" in out.stdout and "clip(s) written, 0 failed" in out.stdout
+    clips = list_clips(tmp_path / "share/knack/clips")
+    assert len(clips) >= 2
+    out = knack("verify", *map(str, clips), env=env)
+    assert out.stdout.count("OK ") == len(clips)
+    # Tamper with one byte of one clip: verify names the clip and the file, and fails.
+    sensors = clips[0] / "sensors.parquet"
+    data = bytearray(sensors.read_bytes())
+    data[40] ^= 0xFF
+    sensors.write_bytes(bytes(data))
+    out = knack("verify", *map(str, clips), env=env, check=False)
+    assert out.returncode == 1
+    assert f"FAILED  {clips[0]}" in out.stdout and "sensors.parquet: sha256 is" in out.stdout
+
+
+def test_demo_runs_end_to_end_on_the_bundled_sample(env, tmp_path):
+    out = knack("demo", env=env)
+    assert "verified clip bundle(s)" in out.stdout, out.stdout + out.stderr
+    assert "FAILED" not in out.stdout
+    clips = list_clips(tmp_path / "share/knack/demo/clips")
+    assert len(clips) >= 2
+    manifest = json.loads((clips[0] / "manifest.json").read_text())
+    assert {s["kind"] for s in manifest["streams"]} == {"camera", "serial"}
+
+
+def test_doctor_shows_config_data_dir_and_reachable_parts(tmp_path, env, simulated_port):
+    video = write_video(tmp_path / "v.mp4", frames=5)
+    config = tmp_path / "knack.toml"
+    config.write_text(f'[[camera]]\nsource = "{video}"\n[[serial]]\nport = "{simulated_port}"\n[storage]\nipfs_api = "/ip4/127.0.0.1/tcp/9/http"\n')
+    out = knack("--config", str(config), "doctor", env=env, check=False)
+    assert "[[serial]]" in out.stdout and f'port = "{simulated_port}"' in out.stdout
+    assert f"Data directory: {tmp_path}/share/knack" in out.stdout
+    assert re.search(r"ok +camera cam0 +.*320x240", out.stdout)
+    assert re.search(r"ok +serial imu ", out.stdout)
+    assert re.search(r"fail +ipfs daemon +/ip4/127.0.0.1/tcp/9/http is not reachable", out.stdout)
+    assert re.search(r"ok +onnxruntime", out.stdout)
+    assert out.returncode == 1  # something configured is unreachable
+    assert "correct horse" not in out.stdout
+
+
+def test_devices_lists_ports_as_json(env):
+    listing = json.loads(knack("devices", "--json", env=env).stdout)
+    assert set(listing) == {"cameras", "serial_ports"}
+
+
+def test_errors_are_one_line_with_an_exit_code(tmp_path, env):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[serial]]\nprotocol = "nmea"\n')
+    out = knack("--config", str(bad), "record", env=env, check=False)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert "serial[0].protocol = 'nmea' is not valid" in out.stderr
+    config = tmp_path / "ok.toml"
+    config.write_text(f'[[camera]]\nsource = "{write_video(tmp_path / "v.mp4", 3)}"\n')
+    no_password = {k: v for k, v in env.items() if k != "KNACK_DEVICE_PASSWORD"}
+    out = knack("--config", str(config), "record", "--duration", "1", env=no_password, check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "knack: error: the device key needs a password: set KNACK_DEVICE_PASSWORD or run from a terminal to be asked"
+    knack("--config", str(config), "record", "--duration", "0.5", env=env)
+    out = knack("--config", str(config), "record", "--duration", "0.5", env=dict(env, KNACK_DEVICE_PASSWORD="wrong"), check=False)
+    assert out.returncode == 2 and "wrong password for the device key" in out.stderr

@@ -87,6 +87,7 @@ class Recorder:
         self._threads: list[threading.Thread] = []
         self.recovered: list[str] = []
         self.stream_info: dict[str, dict] = {}
+        self._last_io_error = 0.0
 
     # --- control (any thread) -------------------------------------------------------------------
     def start(self, record: bool = True) -> "Recorder":
@@ -128,11 +129,14 @@ class Recorder:
 
     def close(self, at_ns: int | None = None) -> Totals:
         """Ends the current clip (now, or at `at_ns`), seals every open clip, and stops the sources."""
-        self._commands.put(("stop", at_ns or self.clock.now_ns(), None))
+        stop_ns = at_ns or self.clock.now_ns()
+        self._commands.put(("stop", stop_ns, None))
         # Let items captured before the stop reach the recorder before the sources go away.
         deadline = time.monotonic() + self.config.recorder.max_source_lag_s
-        while time.monotonic() < deadline and any(not s.items.empty() for s in self.sources):
-            time.sleep(0.01)
+        while time.monotonic() < deadline and any(
+            self._watermarks.get(s.name, 0) < stop_ns for s in self.sources if s.stats.state == "recording" and not s.ended()
+        ):
+            time.sleep(0.005)
         for source in self.sources:
             source.stop()
         self._stop.set()
@@ -144,19 +148,36 @@ class Recorder:
     def _loop(self) -> None:
         lag_ns = int(self.config.recorder.max_source_lag_s * 1e9)
         while True:
-            stopping = self._stop.is_set()
-            self._run_commands()
-            moved = 0
-            for source in self.sources:
-                moved += self._drain(source)
-            if stopping:
-                # Every source has stopped: nothing earlier than now can still arrive.
-                self._close_spans(self.clock.now_ns() + 1, final=True)
-                self._finish.put(None)
-                return
-            self._close_spans(self._watermark(lag_ns))
-            if not moved:
-                time.sleep(0.002)
+            try:
+                if self._step(lag_ns):
+                    return
+            except OSError as exc:
+                self._io_error(exc)
+                time.sleep(0.05)
+
+    def _io_error(self, exc: OSError) -> None:
+        # A full or failing disk: said once a second at most; the sources keep running and writing is retried.
+        now = time.monotonic()
+        if now - self._last_io_error >= 1.0:
+            log.error("cannot write clip data under %s (%s); frames are dropped (and counted) until it works again", self.clips_dir, exc)
+            self._last_io_error = now
+
+    def _step(self, lag_ns: int) -> bool:
+        """One pass over commands and queues; True when the recorder has finished."""
+        stopping = self._stop.is_set()
+        self._run_commands()
+        moved = 0
+        for source in self.sources:
+            moved += self._drain(source)
+        if stopping:
+            # Every source has stopped: nothing earlier than now can still arrive.
+            self._close_spans(self.clock.now_ns() + 1, final=True)
+            self._finish.put(None)
+            return True
+        self._close_spans(self._watermark(lag_ns))
+        if not moved:
+            time.sleep(0.002)
+        return False
 
     def _run_commands(self) -> None:
         while True:
@@ -189,9 +210,15 @@ class Recorder:
                 if self.segmenter.spans and item.capture_ns < self.segmenter.spans[0].start_ns:
                     source.stats.dropped += 1  # arrived after its clip was sealed (later than max_source_lag_s)
                 continue
-            buf = self._buffer(span)
+            try:
+                buf = self._buffer(span)
+                if isinstance(item, Frame):
+                    self._write_frame(buf, source, item)
+            except OSError as exc:
+                source.stats.dropped += 1
+                self._io_error(exc)
+                continue
             if isinstance(item, Frame):
-                self._write_frame(buf, source, item)
                 self.totals.frames += 1
             else:
                 buf.samples.setdefault(item.stream, []).append(item)

@@ -160,6 +160,7 @@ class CameraSource(ThreadedSource):
                 capture_ns = self.clock.now_ns()
                 if image is None:
                     if self.source_kind == "file" and self.config.loop and frames and self.grabber.rewind():
+                        next_due -= period_ns  # the end of the file is not a frame: keep its time slot
                         continue
                     break
                 frames += 1

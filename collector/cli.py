@@ -119,9 +119,9 @@ def _progress_line(recorder) -> str:
         st = s.stats
         errors = sum(st.errors.values())
         if s.kind == "camera":
-            parts.append(f"{s.name}: {st.received} frames, {st.dropped} dropped, {st.late} late [{st.state}]")
+            parts.append(f"{s.name}: {st.received} frames ({st.rate:.1f} fps), {st.dropped} dropped, {st.late} late [{st.state}]")
         else:
-            parts.append(f"{s.name}: {st.received} samples, {st.lost} lost, {errors} bad [{st.state}]")
+            parts.append(f"{s.name}: {st.received} samples ({st.rate:.0f}/s), {st.lost} lost, {errors} bad [{st.state}]")
     return " | ".join(parts) + f" | clips {recorder.totals.clips}"
 
 

@@ -128,3 +128,14 @@ def test_a_slow_consumer_shows_up_as_counted_drops(simulator):
     source.stop()
     assert source.items.qsize() == 64
     assert source.stats.dropped > 100
+
+
+def test_the_measured_rate_follows_the_device(simulator):
+    sim = simulator(rate=400, protocol="binary")
+    source = SerialSource(serial_config(sim.port, "binary"))
+    source.start(Clock())
+    try:
+        drain(source, 1000)
+    finally:
+        source.stop()
+    assert 360 < source.stats.rate < 440

@@ -51,9 +51,22 @@ class StreamStats:
     errors: Counter = field(default_factory=Counter)  # skipped input by reason
     state: str = "starting"
     last_error: str = ""
+    rate: float = 0.0  # measured items per second over the last full second
+    _window_start_ns: int = 0
+    _window_count: int = 0
 
     def snapshot(self) -> "StreamStats":
-        return StreamStats(self.received, self.dropped, self.late, self.lost, Counter(self.errors), self.state, self.last_error)
+        return StreamStats(self.received, self.dropped, self.late, self.lost, Counter(self.errors), self.state, self.last_error, self.rate)
+
+    def count(self, capture_ns: int) -> None:
+        self.received += 1
+        self._window_count += 1
+        elapsed = capture_ns - self._window_start_ns
+        if self._window_start_ns == 0:
+            self._window_start_ns, self._window_count = capture_ns, 0
+        elif elapsed >= 1_000_000_000:
+            self.rate = self._window_count * 1e9 / elapsed
+            self._window_start_ns, self._window_count = capture_ns, 0
 
 
 class Source(Protocol):
@@ -86,8 +99,10 @@ class ErrorReporter:
         if not self._pending or (not force and now_ns - self._last_ns < self.interval_ns):
             return
         total = sum(self._pending.values())
+        # The line cut in half by opening the port mid-stream is expected: counted, but not worth a warning.
+        level = logging.DEBUG if self._pending == Counter({"partial line": 1}) else logging.WARNING
         detail = ", ".join(f"{reason} {count}" for reason, count in self._pending.most_common())
-        log.warning("%s: skipped %d bad record%s (%s)", self.stream, total, "" if total == 1 else "s", detail)
+        log.log(level, "%s: skipped %d bad record%s (%s)", self.stream, total, "" if total == 1 else "s", detail)
         self._pending.clear()
         self._last_ns = now_ns
 
@@ -139,7 +154,7 @@ class ThreadedSource:
     def _emit(self, item) -> None:
         try:
             self.items.put_nowait(item)
-            self.stats.received += 1
+            self.stats.count(item.capture_ns)
         except queue.Full:
             self.stats.dropped += 1
 

@@ -178,6 +178,32 @@ class ThreadedSource:
             self._gaps = [g for g in self._gaps if g.end_ns is None]
             return closed + list(self._gaps)
 
+    def _open_with_backoff(self, open_once, first_delay: float, max_delay: float, says_why) -> bool:
+        """Calls open_once() until it returns None (open) or the source stops; says why once, not at every retry."""
+        delays = backoff_delays(first_delay, max_delay)
+        reported = False
+        while not self._stop.is_set():
+            why = open_once()
+            if why is None:
+                return True
+            if not reported:
+                log.warning(says_why(why))
+                self.stats.last_error = why
+                reported = True
+            self.stats.state = f"waiting: {why}"
+            self._open_gap_at(self.clock.now_ns(), why)
+            if not self._sleep(next(delays)):
+                return False
+        return False
+
+    def _resume(self, what: str) -> None:
+        """Back after a gap: closes it and says for how long the stream was away."""
+        now = self.clock.now_ns()
+        if self._open_gap is not None:
+            log.warning("%s is back after %.1f s", what, (now - self._open_gap.start_ns) / 1e9)
+            self._close_gap(now)
+        self.stats.state = "recording"
+
     def _sleep(self, seconds: float) -> bool:
         """Wait, waking early on stop; True if the source should keep going."""
         return not self._stop.wait(seconds)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from collector.config import CameraConfig
-from collector.sources.base import ThreadedSource, backoff_delays
+from collector.sources.base import Frame, ThreadedSource
 
 log = logging.getLogger("knack.capture")
 
@@ -121,34 +121,19 @@ class CameraSource(ThreadedSource):
             "fourcc": self.actual.get("fourcc") or self.config.fourcc,
         }
 
-    def _open_with_backoff(self) -> bool:
-        delays = backoff_delays()
-        reported = False
-        while not self._stop.is_set():
-            why = self.grabber.open()
-            if why is None:
-                self.actual = self.grabber.properties()
-                return True
-            if not reported:
-                log.warning("camera %s: %s; retrying with backoff, other streams keep recording", self.name, why)
-                self.stats.last_error = why
-                reported = True
-            self.stats.state = f"waiting: {why}"
-            self._open_gap_at(self.clock.now_ns(), why)
-            if not self._sleep(next(delays)):
-                return False
-        return False
+    def _open(self) -> str | None:
+        why = self.grabber.open()
+        if why is None:
+            self.actual = self.grabber.properties()
+        return why
 
     def _run(self) -> None:
         period_ns = int(1e9 / self.config.fps)
         paced = self.source_kind == "file" and self.config.realtime
-        while self._open_with_backoff():
-            now = self.clock.now_ns()
-            if self._open_gap is not None:
-                log.warning("camera %s: back after %.1f s", self.name, (now - self._open_gap.start_ns) / 1e9)
-                self._close_gap(now)
-            self.stats.state = "recording"
-            frames, last_ns, next_due = 0, None, now
+        says = lambda why: f"camera {self.name}: {why}; retrying with backoff, other streams keep recording"  # noqa: E731
+        while self._open_with_backoff(self._open, 0.5, 5.0, says):
+            self._resume(f"camera {self.name}")
+            frames, last_ns, next_due = 0, None, self.clock.now_ns()
             while not self._stop.is_set():
                 if paced:
                     # A file plays at its nominal rate so its frames line up with live serial streams.
@@ -170,7 +155,7 @@ class CameraSource(ThreadedSource):
                     if missed > 0:
                         self.stats.late += missed
                 last_ns = capture_ns
-                self._emit_frame(capture_ns, image)
+                self._emit(Frame(self.name, capture_ns, image))
             self.grabber.close()
             if self._stop.is_set():
                 break
@@ -184,8 +169,3 @@ class CameraSource(ThreadedSource):
             self.stats.last_error = why
             self._open_gap_at(last_ns or self.clock.now_ns(), why)
         self.stats.state = "stopped"
-
-    def _emit_frame(self, capture_ns: int, image: np.ndarray) -> None:
-        from collector.sources.base import Frame
-
-        self._emit(Frame(self.name, capture_ns, image))

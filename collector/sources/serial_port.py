@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import serial
 
 from collector.config import SerialConfig, SerialProtocol
-from collector.sources.base import ErrorReporter, Sample, ThreadedSource, backoff_delays
+from collector.sources.base import ErrorReporter, Sample, ThreadedSource
 from collector.sources.protocols import (
     BinaryFrameDecoder,
     CsvDecoder,
@@ -102,31 +102,11 @@ class SerialSource(ThreadedSource):
             "device_time_field": self.config.device_time_field or None,
         }
 
-    def _open_with_backoff(self) -> bool:
-        delays = backoff_delays(0.2, 2.0)
-        reported = False
-        while not self._stop.is_set():
-            why = self.stream.open()
-            if why is None:
-                return True
-            if not reported:
-                log.warning("serial %s: cannot open %s (%s); re-opening when it returns", self.name, self.config.port, why)
-                self.stats.last_error = why
-                reported = True
-            self.stats.state = f"waiting: {why}"
-            self._open_gap_at(self.clock.now_ns(), why)
-            if not self._sleep(next(delays)):
-                return False
-        return False
-
     def _run(self) -> None:
         unit_ns = self.config.device_time_unit.ns
-        while self._open_with_backoff():
-            now = self.clock.now_ns()
-            if self._open_gap is not None:
-                log.warning("serial %s: %s is back after %.1f s", self.name, self.config.port, (now - self._open_gap.start_ns) / 1e9)
-                self._close_gap(now)
-            self.stats.state = "recording"
+        says = lambda why: f"serial {self.name}: cannot open {self.config.port} ({why}); re-opening when it returns"  # noqa: E731
+        while self._open_with_backoff(self.stream.open, 0.2, 2.0, says):
+            self._resume(f"serial {self.name}: {self.config.port}")
             # A re-opened port starts mid-stream: a fresh decoder resynchronises instead of gluing old and new bytes.
             self.decoder = self._fresh_decoder()
             self._last_seq = None

@@ -94,3 +94,40 @@ def test_an_unplugged_device_path_is_waited_for(tmp_path):
     assert wait_until(lambda: "unplugged" in source.stats.state, 3)
     source.stop()
     assert source.ended()
+
+
+def test_a_stream_camera_that_vanishes_is_reopened_with_backoff_and_the_gap_recorded(tmp_path, caplog):
+    import functools
+    import http.server
+
+    video = write_video(tmp_path / "cam.mp4", frames=20)
+    grants = threading.Semaphore(1)  # each grant lets the "camera" answer one connection
+
+    class Camera(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if not grants.acquire(blocking=False):
+                self.send_error(503, "camera offline")
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Camera, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    source = CameraSource(CameraConfig(name="cam", source=f"http://127.0.0.1:{server.server_address[1]}/{video.name}"))
+    try:
+        with caplog.at_level("WARNING", logger="knack.capture"):
+            source.start(Clock())
+            assert wait_until(lambda: source.stats.received == 20 and source.stats.state.startswith("waiting"), 10)
+            time.sleep(0.8)  # offline for a while: retried with backoff, said once
+            grants.release()
+            assert wait_until(lambda: source.stats.received == 40, 10)
+    finally:
+        source.stop()
+        server.shutdown()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("stopped delivering frames" in m for m in messages) >= 1
+    assert any(m.startswith("camera cam is back after") for m in messages)
+    gaps = source.take_gaps()
+    assert gaps and gaps[0].end_ns is not None and gaps[0].end_ns - gaps[0].start_ns > 0.5e9

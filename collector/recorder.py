@@ -34,6 +34,7 @@ from collector.sources.base import Frame, Gap, Sample, Source, StreamStats
 
 log = logging.getLogger("knack.recorder")
 
+FINISH_RETRY_S = 5.0
 VIDEO_FOURCC = "mp4v"  # what OpenCV's bundled FFmpeg writes everywhere without extra codecs
 
 
@@ -88,6 +89,7 @@ class Recorder:
         self.recovered: list[str] = []
         self.stream_info: dict[str, dict] = {}
         self._last_io_error = 0.0
+        self._failing: set[str] = set()
 
     # --- control (any thread) -------------------------------------------------------------------
     def start(self, record: bool = True) -> "Recorder":
@@ -169,6 +171,8 @@ class Recorder:
         moved = 0
         for source in self.sources:
             moved += self._drain(source)
+            while stopping and self._drain(source):
+                pass  # the sources have stopped: take everything they captured
         if stopping:
             # Every source has stopped: nothing earlier than now can still arrive.
             self._close_spans(self.clock.now_ns() + 1, final=True)
@@ -279,20 +283,41 @@ class Recorder:
 
     # --- finisher thread ------------------------------------------------------------------------
     def _finisher(self) -> None:
-        while (job := self._finish.get()) is not None:
-            buf, stats, gaps = job
+        # A clip that fails to seal (a full disk) is retried until it works or the recorder closes.
+        retry: list = []
+        while True:
             try:
-                written = self._finish_clip(buf, stats, gaps)
-            except OSError as exc:
+                job = self._finish.get(timeout=FINISH_RETRY_S if retry else None)
+            except queue.Empty:
+                job = "retry"
+            closing = job is None
+            if job not in (None, "retry"):
+                retry.append(job)
+            retry = [j for j in retry if not self._try_finish(j, last_try=closing)]
+            if closing:
+                return
+
+    def _try_finish(self, job, last_try: bool) -> bool:
+        """True when the job is done with: sealed, or given up on at close."""
+        buf, stats, gaps = job
+        try:
+            written = self._finish_clip(buf, stats, gaps)
+        except OSError as exc:
+            if last_try:
                 self.totals.failed += 1
                 log.error("clip %s could not be written (%s); its partial directory is kept and handled on the next start", buf.clip_id, exc)
-                continue
-            self.totals.clips += 1
-            if self.on_clip is not None:
-                try:
-                    self.on_clip(written)
-                except Exception:
-                    log.exception("clip %s: handler failed", buf.clip_id)
+                return True
+            if buf.clip_id not in self._failing:
+                self._failing.add(buf.clip_id)
+                log.error("clip %s could not be written (%s); retrying every %g s", buf.clip_id, exc, FINISH_RETRY_S)
+            return False
+        self.totals.clips += 1
+        if self.on_clip is not None:
+            try:
+                self.on_clip(written)
+            except Exception:
+                log.exception("clip %s: handler failed", buf.clip_id)
+        return True
 
     def _finish_clip(self, buf: ClipBuffer, stats: dict[str, StreamStats], gaps: list[Gap]) -> ClipWritten:
         for writer in buf.writers.values():

@@ -179,3 +179,29 @@ csv_columns = ["t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz"]
     assert "interrupted clip" in out.stdout or "salvaged clip" in out.stdout
     assert not list((data / "clips").glob(PARTIAL_PREFIX + "*"))
     assert len(list_clips(data / "clips")) >= sealed
+
+
+def test_a_clip_that_cannot_be_sealed_for_a_while_is_retried_not_lost(simulator, make_config, device_key, monkeypatch, caplog):
+    import collector.recorder
+
+    sim = simulator(rate=300, protocol="csv")
+    config = make_config([], [imu_serial(sim.port)], clip_seconds=0.5)
+    real_rename, failures = os.rename, []
+
+    def disk_full_for_a_while(src, dst):
+        if len(failures) < 3:
+            failures.append(src)
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(bundle.os, "rename", disk_full_for_a_while)
+    monkeypatch.setattr(collector.recorder, "FINISH_RETRY_S", 0.1)
+    written = []
+    with caplog.at_level("ERROR", logger="knack.recorder"):
+        recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+        time.sleep(1.6)
+        totals = recorder.close()
+    assert failures and totals.failed == 0
+    assert len(list_clips(config.clips_path)) == totals.clips == len(written) >= 3
+    assert not list(config.clips_path.glob(PARTIAL_PREFIX + "*"))
+    assert any("No space left on device" in r.getMessage() and "retrying" in r.getMessage() for r in caplog.records)

@@ -138,3 +138,12 @@ def test_encode_frame_is_sync_length_payload_crc():
     frame = encode_frame("<f", (1.5,))
     assert frame[:2] == b"\xa5\x5a" and struct.unpack("<H", frame[2:4]) == (4,)
     assert struct.unpack("<I", frame[-4:])[0] == zlib.crc32(frame[4:8])
+
+
+def test_binary_bytes_before_the_first_sync_are_the_tail_of_an_unheard_frame():
+    d = BinaryFrameDecoder(IMU_BINARY_FORMAT, IMU_FIELDS, "t_us")
+    whole = lines("binary", n=2)
+    r = d.feed(whole[9:])  # opened mid-frame
+    assert r.errors == {"partial frame": 1} and [x.values[0] for x in r.readings] == [1.0]
+    r = d.feed(b"\x01\x02" + lines("binary", 2, 1))
+    assert r.errors == {"garbage bytes": 1} and len(r.readings) == 1

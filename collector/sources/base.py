@@ -100,7 +100,8 @@ class ErrorReporter:
             return
         total = sum(self._pending.values())
         # The line cut in half by opening the port mid-stream is expected: counted, but not worth a warning.
-        level = logging.DEBUG if self._pending == Counter({"partial line": 1}) else logging.WARNING
+        expected = self._pending in (Counter({"partial line": 1}), Counter({"partial frame": 1}))
+        level = logging.DEBUG if expected else logging.WARNING
         detail = ", ".join(f"{reason} {count}" for reason, count in self._pending.most_common())
         log.log(level, "%s: skipped %d bad record%s (%s)", self.stream, total, "" if total == 1 else "s", detail)
         self._pending.clear()

@@ -221,6 +221,8 @@ class BinaryFrameDecoder:
         self.device_time_field = device_time_field
         self.channels = tuple(f for f in fields if f != device_time_field)
         self._buffer = bytearray()
+        # Bytes before the first SYNC after opening are the tail of a frame sent before anyone listened.
+        self._synced = False
 
     def feed(self, data: bytes) -> DecodeResult:
         result = DecodeResult()
@@ -232,12 +234,13 @@ class BinaryFrameDecoder:
                 # Keep a trailing first SYNC byte: the second may be in the next read.
                 keep = 1 if buf.endswith(SYNC[:1]) else 0
                 if len(buf) - keep > 0:
-                    result.errors["garbage bytes"] += 1
+                    result.errors["garbage bytes" if self._synced else "partial frame"] += 1
                 del buf[: len(buf) - keep]
                 break
             if start > 0:
-                result.errors["garbage bytes"] += 1
+                result.errors["garbage bytes" if self._synced else "partial frame"] += 1
                 del buf[:start]
+            self._synced = True
             if len(buf) < _HEADER.size:
                 break
             _, length = _HEADER.unpack_from(buf)

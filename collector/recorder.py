@@ -97,6 +97,9 @@ class Recorder:
         self.recovered = recover_partials(self.clips_dir)
         for source in self.sources:
             self.stream_info[source.name] = {"usb": usb_id_of(str(source.describe().get("source", "")))}
+        if record:
+            # Stamped before the sources start, so their first frame and sample fall inside the first clip.
+            self._commands.put(("start", self.clock.now_ns(), None))
         for source in self.sources:
             source.start(self.clock)
         self._threads = [
@@ -105,8 +108,6 @@ class Recorder:
         ]
         for t in self._threads:
             t.start()
-        if record:
-            self.start_clip()
         return self
 
     def start_clip(self) -> None:

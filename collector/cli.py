@@ -131,13 +131,20 @@ def run_recording(config, key, duration: float | None, until_sources_end: bool =
     from collector.sources import make_sources
 
     written = []
-    recorder = Recorder(config, make_sources(config), key, on_clip=lambda c: (written.append(c), None if quiet else print(f"\nclip {c.clip_id}: {c.frames} frames, {c.samples} samples -> {c.path}", flush=True)))
+    tty = sys.stdout.isatty()
+
+    def on_clip(clip) -> None:
+        written.append(clip)
+        if not quiet:
+            # On a terminal the progress line is rewritten in place: start the clip's line below it.
+            print(f"{chr(10) if tty else ''}clip {clip.clip_id}: {clip.frames} frames, {clip.samples} samples -> {clip.path}", flush=True)
+
+    recorder = Recorder(config, make_sources(config), key, on_clip=on_clip)
     stop = _stop_event()
     recorder.start()
     for message in recorder.recovered:
         print(message)
     started = time.monotonic()
-    tty = sys.stdout.isatty()
     last_print = 0.0
     while not stop.wait(0.2):
         now = time.monotonic()

@@ -26,9 +26,10 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
 
     target = Path(data_dir) if data_dir else base.data_path / "demo"
     print("Knack demo: bundled sample recording (real hands at work) + simulated IMU glove on a pseudo-terminal")
+    # Unlock the key first: a sensor streaming while someone types a password would only fill buffers.
+    key = device_key(dataclasses.replace(base, data_dir=str(target)))
     with SerialSimulator(SimulatorConfig(rate=200.0, protocol="csv", replay=str(SAMPLE_IMU))) as sim:
         config = demo_config(base, target, sim.port, clip_seconds)
-        key = device_key(config)
         print(f"1. capture  camera={SAMPLE_VIDEO.name}  serial={sim.port}  -> {config.clips_path}")
         recorder, written = run_recording(config, key, duration=30.0, until_sources_end=True, quiet=True)
     print(f"   {recorder.totals.frames} frames and {recorder.totals.samples} sensor samples on one clock, cut into {len(written)} clip(s)")

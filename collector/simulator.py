@@ -25,8 +25,9 @@ log = logging.getLogger("knack.simulate")
 IMU_FIELDS = ("t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz")
 IMU_BINARY_FORMAT = "<QI6f"
 PROTOCOLS = ("csv", "jsonl", "kv", "binary")
-# What a real sensor has: a few KB of buffer. Past it, samples nobody reads are gone, as on a UART.
-MAX_PENDING = 64 * 1024
+# What a real sensor has: a few KB of transmit buffer. Past it, samples nobody reads are gone, as on a UART,
+# rather than arriving seconds later with a capture time that lies about when they were measured.
+MAX_PENDING = 4096
 
 
 @dataclass(frozen=True)

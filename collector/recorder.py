@@ -7,10 +7,8 @@ so sealing one clip never stalls capture of the next.
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import queue
-import shutil
 import socket
 import threading
 import time
@@ -402,6 +400,3 @@ def _overlaps(gap: Gap, span: Span) -> bool:
     end = gap.end_ns if gap.end_ns is not None else float("inf")
     return gap.start_ns < (span.end_ns or float("inf")) and end > span.start_ns
 
-
-def free_disk_bytes(path: Path) -> int:
-    return shutil.disk_usage(path).free

@@ -4,7 +4,6 @@ import shutil
 import threading
 import time
 
-import pytest
 
 from collector.clock import Clock
 from collector.config import CameraConfig

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import platform
 import queue
-import socket
 import threading
 import time
 from collections import Counter
@@ -388,7 +387,7 @@ class Recorder:
             "duration_s": round((span.end_ns - span.start_ns) / 1e9, 6),
             "streams": streams,
             "marks": buf.marks,
-            "recorder": {"knack": collector.__version__, "host": socket.gethostname(), "platform": platform.platform(), "video_fourcc": VIDEO_FOURCC},
+            "recorder": {"knack": collector.__version__, "platform": platform.platform(), "video_fourcc": VIDEO_FOURCC},
             "labels": None,
             "quality": None,
             "privacy": None,

@@ -6,6 +6,7 @@ so sealing one clip never stalls capture of the next.
 """
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import queue
@@ -26,7 +27,7 @@ from collector.clock import Clock
 from collector.config import Config
 from collector.devices import usb_id_of
 from collector.identity import DeviceKey
-from collector.segmenter import Segmenter, Span
+from collector.segmenter import GapBook, Segmenter, Span
 from collector.sources.base import Frame, Gap, Sample, Source, StreamStats
 
 log = logging.getLogger("knack.recorder")
@@ -47,7 +48,6 @@ class ClipBuffer:
     frames: list[tuple[str, int, int]] = field(default_factory=list)  # camera, frame index, capture ns
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     marks: list[dict] = field(default_factory=list)
-    late: Counter = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class Recorder:
         self.contributor = config.identity.contributor or key.address
         self._buffers: dict[int, ClipBuffer] = {}
         self._watermarks: dict[str, int] = {}
+        self._gaps = GapBook()
         self._commands: queue.Queue = queue.Queue()
         self._finish: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -276,8 +277,12 @@ class Recorder:
             if span.end_ns is None:
                 span.end_ns = max([t for _, _, t in buf.frames] + [s.capture_ns for v in buf.samples.values() for s in v], default=span.start_ns) + 1
             stats = {s.name: s.stats.snapshot() for s in self.sources}
-            gaps = [g for s in self.sources for g in s.take_gaps() if _overlaps(g, span)]
-            self._finish.put((buf, stats, gaps))
+            self._gaps.update([g for s in self.sources for g in s.take_gaps()])
+            self._finish.put((buf, stats, self._gaps.overlapping(span)))
+        if spans:
+            # Later clips start where the open ones do, or after the last one just sealed.
+            sealed_until = max(s.end_ns if s.end_ns is not None else s.start_ns for s in spans)
+            self._gaps.forget_before(min((s.start_ns for s in self.segmenter.spans), default=sealed_until))
 
     # --- finisher thread ------------------------------------------------------------------------
     def _finisher(self) -> None:
@@ -349,8 +354,6 @@ class Recorder:
             "device_ns": pa.array([s.device_ns for s in rows], pa.int64()),
             "values": pa.array([list(s.values) for s in rows], pa.list_(pa.float64())),
         })
-        import json
-
         table = table.replace_schema_metadata({"knack.channels": json.dumps(channels)})
         pq.write_table(table, buf.partial / "sensors.parquet")
         return len(rows)
@@ -393,9 +396,4 @@ class Recorder:
             "privacy": None,
             "decision": None,
         }
-
-
-def _overlaps(gap: Gap, span: Span) -> bool:
-    end = gap.end_ns if gap.end_ns is not None else float("inf")
-    return gap.start_ns < (span.end_ns or float("inf")) and end > span.start_ns
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collector.sources.base import Gap
+
 
 @dataclass
 class Span:
@@ -66,3 +68,26 @@ class Segmenter:
         done = [s for s in self.spans if s.end_ns is not None and s.end_ns <= watermark_ns]
         self.spans = [s for s in self.spans if s not in done]
         return done
+
+
+class GapBook:
+    """Keeps each stream's gaps until every clip they overlap has taken them.
+
+    Sources hand a closed gap over once; one gap may span several clips, and a clip may close
+    before or after the gap does, so the recorder cannot just pass on what it is handed.
+    """
+
+    def __init__(self):
+        self._gaps: dict[tuple[str, int], Gap] = {}
+
+    def update(self, gaps: list[Gap]) -> None:
+        for gap in gaps:
+            self._gaps[(gap.stream, gap.start_ns)] = gap  # a gap that has closed replaces its open version
+
+    def overlapping(self, span: Span) -> list[Gap]:
+        end = span.end_ns if span.end_ns is not None else float("inf")
+        return [g for g in self._gaps.values() if g.start_ns < end and (g.end_ns is None or g.end_ns > span.start_ns)]
+
+    def forget_before(self, t_ns: int) -> None:
+        """Drops closed gaps that end before t: no clip still to be sealed can overlap them."""
+        self._gaps = {k: g for k, g in self._gaps.items() if g.end_ns is None or g.end_ns > t_ns}

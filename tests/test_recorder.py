@@ -141,3 +141,23 @@ def test_manifest_names_device_contributor_streams_and_every_file(simulator, mak
     assert {"dropped", "lost", "parse_errors", "gaps", "measured_rate", "usb"} <= set(serial)
     assert manifest["signature"]["signer"] == device_key.address
     assert list_clips(config.clips_path) == [clip.path]
+
+
+def test_a_gap_longer_than_a_clip_is_recorded_in_every_clip_it_overlaps(simulator, make_config, tmp_path, device_key):
+    sim = simulator(rate=300, protocol="jsonl")
+    late = tmp_path / "late.mp4"
+    config = make_config([{"name": "cam", "source": str(late)}], [imu_serial(sim.port, "jsonl")], clip_seconds=0.5)
+    written = []
+    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+    time.sleep(1.8)
+    write_video(tmp_path / "tmp.mp4", frames=15).rename(late)
+    assert wait_until(recorder.sources_ended, 10)
+    recorder.close(at_ns=recorder.files_end_ns())
+    manifests = [load(c.path)[0] for c in sorted(written, key=lambda c: c.clip_id)]
+    first_frame = min(load(c.path)[1][0]["capture_ns"] for c in written if load(c.path)[1])
+    for m in manifests:
+        if m["start"]["mono_ns"] < first_frame - 0.3e9:  # a clip wholly or partly inside the outage
+            [gap] = m["streams"][0]["gaps"]
+            # A clip sealed while the camera was still missing records the gap as open (end_ns None).
+            assert gap["start_ns"] < m["end"]["mono_ns"] and (gap["end_ns"] is None or gap["end_ns"] > m["start"]["mono_ns"])
+    assert sum(bool(m["streams"][0]["gaps"]) for m in manifests) >= 3

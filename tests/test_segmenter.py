@@ -39,3 +39,18 @@ def test_closable_hands_over_only_finished_spans_once():
     assert [s.start_ns for s in seg.closable(20)] == [0, 10]
     assert seg.closable(20) == []
     assert seg.route(5) is None  # its clip is sealed: the recorder counts this item as dropped
+
+
+def test_a_gap_reaches_every_clip_it_overlaps_whenever_it_is_handed_over():
+    from collector.segmenter import GapBook, Span
+    from collector.sources.base import Gap
+
+    book = GapBook()
+    book.update([Gap("cam", 5, None, "unplugged")])
+    assert book.overlapping(Span(0, 10))[0].end_ns is None  # sealed while the camera is still away
+    book.update([Gap("cam", 5, 25, "unplugged")])  # handed over once, when it closes
+    assert book.overlapping(Span(10, 20)) == [Gap("cam", 5, 25, "unplugged")]
+    book.forget_before(20)
+    assert book.overlapping(Span(20, 30)) == [Gap("cam", 5, 25, "unplugged")]
+    book.forget_before(30)
+    assert book.overlapping(Span(20, 30)) == []

@@ -100,6 +100,9 @@ class Verification:
 def verify_bundle(directory: Path) -> Verification:
     """Checks every file's size and sha256 and the device signature; each problem is one precise sentence."""
     result = Verification(directory)
+    if not directory.is_dir():
+        result.problems.append(f"{directory} is not a clip directory")
+        return result
     path = directory / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

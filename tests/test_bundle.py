@@ -205,3 +205,7 @@ def test_a_clip_that_cannot_be_sealed_for_a_while_is_retried_not_lost(simulator,
     assert len(list_clips(config.clips_path)) == totals.clips == len(written) >= 3
     assert not list(config.clips_path.glob(PARTIAL_PREFIX + "*"))
     assert any("No space left on device" in r.getMessage() and "retrying" in r.getMessage() for r in caplog.records)
+
+
+def test_a_path_that_is_not_a_clip_directory_is_named(tmp_path):
+    assert verify_bundle(tmp_path / "nope").problems == [f"{tmp_path / 'nope'} is not a clip directory"]

@@ -19,6 +19,9 @@ log = logging.getLogger("knack.bundle")
 SCHEMA = 1
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
+# A clip being rewritten (e.g. its video blurred) is built beside it, then swapped in; see replace_clip.
+STAGING_PREFIX = ".staging-"
+RETIRED_PREFIX = ".retired-"
 _CHUNK = 1 << 20
 
 
@@ -160,6 +163,68 @@ def recover_partials(clips_dir: Path) -> list[str]:
             files = sum(1 for p in partial.rglob("*") if p.is_file())
             shutil.rmtree(partial)
             messages.append(f"removed interrupted clip {clip_id}: the recorder stopped mid-clip, its {files} unfinished file(s) cannot be trusted")
+    for message in messages:
+        log.warning(message)
+    return messages
+
+
+def stage(clip: Path) -> Path:
+    """A fresh directory beside `clip` in which a new version of it is built."""
+    staging = clip.parent / (STAGING_PREFIX + clip.name)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
+
+
+def link_unchanged(clip: Path, staging: Path) -> None:
+    """Hard-links the files the new version keeps as they are (no copy, and the sizes and hashes stay)."""
+    for p in clip.iterdir():
+        if p.is_file() and p.name != MANIFEST and not (staging / p.name).exists():
+            try:
+                os.link(p, staging / p.name)
+            except OSError:
+                shutil.copy2(p, staging / p.name)
+
+
+def replace_clip(staging: Path, clip: Path) -> Path:
+    """Swaps a complete, signed staging directory in for the clip: the old version is renamed aside first and
+    removed last, so a crash at any point leaves one whole version that recover_staged puts back in place."""
+    for p in staging.iterdir():
+        if p.is_file():
+            _fsync_path(p)
+    _fsync_path(staging)
+    retired = clip.parent / (RETIRED_PREFIX + clip.name)
+    if retired.exists():
+        shutil.rmtree(retired)
+    os.rename(clip, retired)
+    os.rename(staging, clip)
+    _fsync_path(clip.parent)
+    shutil.rmtree(retired)
+    return clip
+
+
+def recover_staged(clips_dir: Path) -> list[str]:
+    """Finishes or undoes a replace_clip that a crash interrupted; one sentence per clip it touched."""
+    messages = []
+    if not clips_dir.is_dir():
+        return messages
+    for staging in sorted(clips_dir.glob(STAGING_PREFIX + "*")):
+        clip_id = staging.name[len(STAGING_PREFIX):]
+        clip, retired = clips_dir / clip_id, clips_dir / (RETIRED_PREFIX + clip_id)
+        if not clip.exists() and retired.exists() and verify_bundle(staging).ok:
+            os.rename(staging, clip)
+            messages.append(f"clip {clip_id}: finished replacing it with its relabeled version, which a crash had left beside it")
+        else:
+            shutil.rmtree(staging)
+            messages.append(f"clip {clip_id}: dropped an unfinished relabeled version; the clip keeps its previous labels")
+    for retired in sorted(clips_dir.glob(RETIRED_PREFIX + "*")):
+        clip_id = retired.name[len(RETIRED_PREFIX):]
+        if (clips_dir / clip_id).exists():
+            shutil.rmtree(retired)
+        else:
+            os.rename(retired, clips_dir / clip_id)
+            messages.append(f"clip {clip_id}: put its previous version back after an interrupted relabel")
     for message in messages:
         log.warning(message)
     return messages

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from collector.config import ConfigError, load
 from collector.identity import IdentityError
+from collector.labeling.cards import CardError
 
 log = logging.getLogger("knack")
 
@@ -125,16 +126,32 @@ def _progress_line(recorder) -> str:
     return " | ".join(parts) + f" | clips {recorder.totals.clips}"
 
 
-def run_recording(config, key, duration: float | None, until_sources_end: bool = False, quiet: bool = False) -> tuple[object, list]:
-    """Records until Ctrl-C, `duration`, or (for file cameras) their end; returns the recorder and the clips written."""
+def _print_labeled(result) -> None:
+    mark = "ACCEPTED" if result.accepted else "REJECTED"
+    blurred = f", faces blurred in {result.faces_blurred_frames} frames" if result.faces_blurred_frames else ""
+    print(f"  {mark} {result.clip_id}  quality {result.score:.2f}{blurred}  ({result.seconds:.1f} s)", flush=True)
+    if not result.accepted:
+        print(f"           {result.summary}", flush=True)
+
+
+def run_recording(config, key, duration: float | None, until_sources_end: bool = False, quiet: bool = False, label: bool | None = None) -> tuple[object, list, list]:
+    """Records until Ctrl-C, `duration`, or (for file cameras) their end; returns the recorder, the clips
+    written and the labeling results.
+
+    Each clip is labeled in the background as soon as it is sealed (labeler.label_on_record)."""
+    from collector.pipeline import LabelWorker
     from collector.recorder import Recorder
     from collector.sources import make_sources
 
     written = []
     tty = sys.stdout.isatty()
+    label = config.labeler.label_on_record if label is None else label
+    worker = LabelWorker(config, key, on_labeled=None if quiet else _print_labeled).start() if label else None
 
     def on_clip(clip) -> None:
         written.append(clip)
+        if worker is not None:
+            worker.submit(clip.path)
         if not quiet:
             # On a terminal the progress line is rewritten in place: start the clip's line below it.
             print(f"{chr(10) if tty else ''}clip {clip.clip_id}: {clip.frames} frames, {clip.samples} samples -> {clip.path}", flush=True)
@@ -158,7 +175,13 @@ def run_recording(config, key, duration: float | None, until_sources_end: bool =
     recorder.close(at_ns=recorder.files_end_ns() if until_sources_end and recorder.sources_ended() else None)
     if not quiet:
         print(("\n" if tty else "") + _progress_line(recorder))
-    return recorder, written
+    if worker is not None:
+        if worker.pending and not quiet:
+            print(f"labeling the last {worker.pending} clip(s)...", flush=True)
+        worker.close()
+        for clip, reason in worker.failed:
+            print(f"clip {clip.name} was not labeled: {reason} (run `knack label {clip}` to try again)")
+    return recorder, written, worker.labeled if worker is not None else []
 
 
 def cmd_record(args) -> int:
@@ -171,9 +194,31 @@ def cmd_record(args) -> int:
         raise ConfigError("no sources configured: add [[camera]] and/or [[serial]] tables to knack.toml (see `knack devices`)")
     key = device_key(config)
     print(f"Recording to {config.clips_path} as device {key.address}; stop with Ctrl-C")
-    recorder, written = run_recording(config, key, args.duration, until_sources_end=args.until_end)
-    print(f"{len(written)} clip(s) written, {recorder.totals.failed} failed")
+    recorder, written, labeled = run_recording(config, key, args.duration, until_sources_end=args.until_end, label=False if args.no_label else None)
+    accepted = sum(r.accepted for r in labeled)
+    print(f"{len(written)} clip(s) written, {recorder.totals.failed} failed; {len(labeled)} labeled: {accepted} accepted, {len(labeled) - accepted} rejected")
     return 1 if recorder.totals.failed else 0
+
+
+def cmd_label(args) -> int:
+    from collector.labeling import LabelError, Labeler
+
+    config = _load(args)
+    key = device_key(config)
+    labeler = Labeler(config, key)
+    print(f"Labeling on {labeler.provider}: " + ", ".join(f"{m['name']} {m['version']}" for m in labeler.models.describe()))
+    failed = rejected = 0
+    for clip in args.clip_dir:
+        try:
+            result = labeler.label(Path(clip))
+        except LabelError as exc:
+            failed += 1
+            print(f"  FAILED   {clip}: {exc}")
+            continue
+        rejected += not result.accepted
+        _print_labeled(result)
+    print(f"{len(args.clip_dir) - failed - rejected} accepted, {rejected} rejected, {failed} not labeled")
+    return 1 if failed else 0
 
 
 def cmd_demo(args) -> int:
@@ -197,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--clip-seconds", type=float, help="override recorder.clip_seconds")
     p.add_argument("--until-end", action="store_true", help="stop when every video-file camera has ended")
+    p.add_argument("--no-label", action="store_true", help="do not label clips as they are written (label them later with `knack label`)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("simulate", help="simulate hardware for testing without it")
@@ -209,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--link", help="also make this path a symlink to the port (a stable name, like a udev rule)")
     s.add_argument("--duration", type=float, help="stop after this many seconds")
     s.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("label", help="label clips again: hands, faces blurred, quality, accept/reject (re-signs the manifest)")
+    p.add_argument("clip_dir", nargs="+")
+    p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("verify", help="check every file hash and the device signature of clip bundles")
     p.add_argument("clip_dir", nargs="+")
@@ -228,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (ConfigError, IdentityError) as exc:
+    except (ConfigError, IdentityError, CardError) as exc:
         print(f"knack: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -155,12 +155,84 @@ class StorageConfig:
         _require(self.chain_rpc == "" or "://" in self.chain_rpc, f"{key}.chain_rpc", self.chain_rpc, "a URL such as http://127.0.0.1:8545")
 
 
+class Device(_Choice):
+    AUTO = "auto"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+    CPU = "cpu"
+
+
+@dataclass(frozen=True)
+class LabelerConfig:
+    # auto: TensorRT, then CUDA, when a GPU is there; CPU otherwise. A GPU asked for but absent falls back to CPU.
+    device: Device = Device.AUTO
+    # Frames per second of video that the models see; every frame is still checked for freezes and blurred.
+    sample_fps: float = 5.0
+    batch_size: int = 8
+    # onnxruntime threads per session; 0 lets onnxruntime choose (all cores).
+    threads: int = 0
+    # Cards (TOML) of models that replace the shipped ones; empty means the shipped model.
+    hand_card: str = ""
+    face_card: str = ""
+    # Cards of extra classifiers (e.g. an activity model for a trade); their labels go into the manifest.
+    extra_cards: tuple[str, ...] = ()
+    max_hands: int = 4
+    blur_faces: bool = True
+    # Blurred area around a detected face, as a fraction of its size on each side.
+    face_margin: float = 0.25
+    # `knack record` and `knack demo` label each clip as soon as it is written.
+    label_on_record: bool = True
+
+    def validate(self, key: str) -> None:
+        _require(0 < self.sample_fps <= 240, f"{key}.sample_fps", self.sample_fps, "frames per second between 0 and 240")
+        _require(1 <= self.batch_size <= 256, f"{key}.batch_size", self.batch_size, "between 1 and 256")
+        _require(0 <= self.threads <= 256, f"{key}.threads", self.threads, "0 (automatic) or a thread count")
+        _require(1 <= self.max_hands <= 16, f"{key}.max_hands", self.max_hands, "between 1 and 16")
+        _require(0 <= self.face_margin <= 2, f"{key}.face_margin", self.face_margin, "a fraction between 0 and 2")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Thresholds of the accept/reject decision; each one that a clip misses is one stated reason."""
+
+    min_duration_s: float = 1.0
+    # Fraction of sampled frames that must show at least one hand.
+    min_hand_fraction: float = 0.5
+    # Variance of the Laplacian of the grey image (higher is sharper).
+    min_sharpness: float = 40.0
+    # Mean luma (0-255) of the sampled frames.
+    min_luma: float = 40.0
+    max_luma: float = 220.0
+    # Fraction of frames identical to the one before (a frozen or duplicating camera).
+    max_frozen_fraction: float = 0.2
+    # Video frames dropped or late, as a fraction of the frames expected.
+    max_frame_drop_fraction: float = 0.05
+    # Sensor samples lost, and lines/frames that did not parse, as fractions of samples expected.
+    max_sample_loss_fraction: float = 0.05
+    max_parse_error_rate: float = 0.05
+    # Longest time any stream may be missing inside a clip (unplugged, stalled).
+    max_gap_s: float = 1.0
+    # A face larger than this fraction of the frame cannot be blurred without destroying the clip.
+    max_face_area: float = 0.15
+
+    def validate(self, key: str) -> None:
+        for name in ("min_hand_fraction", "max_frozen_fraction", "max_frame_drop_fraction", "max_sample_loss_fraction", "max_parse_error_rate", "max_face_area"):
+            value = getattr(self, name)
+            _require(0 <= value <= 1, f"{key}.{name}", value, "a fraction between 0 and 1")
+        _require(0 <= self.min_luma < self.max_luma <= 255, f"{key}.min_luma/max_luma", (self.min_luma, self.max_luma), "0 <= min_luma < max_luma <= 255")
+        _require(self.min_sharpness >= 0, f"{key}.min_sharpness", self.min_sharpness, "a non-negative number")
+        _require(self.min_duration_s >= 0, f"{key}.min_duration_s", self.min_duration_s, "seconds, 0 or more")
+        _require(self.max_gap_s >= 0, f"{key}.max_gap_s", self.max_gap_s, "seconds, 0 or more")
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: str = ""
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    labeler: LabelerConfig = field(default_factory=LabelerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     camera: tuple[CameraConfig, ...] = ()
     serial: tuple[SerialConfig, ...] = ()
     source: str = "defaults"
@@ -181,6 +253,8 @@ class Config:
         self.recorder.validate("recorder")
         self.identity.validate("identity")
         self.storage.validate("storage")
+        self.labeler.validate("labeler")
+        self.policy.validate("policy")
         names: set[str] = set()
         for kind, streams in (("camera", self.camera), ("serial", self.serial)):
             for i, stream in enumerate(streams):
@@ -207,7 +281,13 @@ def _convert(cls, data: Mapping[str, Any], key: str):
     return cls(**kwargs)
 
 
-_SECTIONS = {"recorder": RecorderConfig, "identity": IdentityConfig, "storage": StorageConfig}
+_SECTIONS = {
+    "recorder": RecorderConfig,
+    "identity": IdentityConfig,
+    "storage": StorageConfig,
+    "labeler": LabelerConfig,
+    "policy": PolicyConfig,
+}
 
 
 def _coerce(type_name: str, value: Any, key: str):
@@ -221,7 +301,7 @@ def _coerce(type_name: str, value: Any, key: str):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key} = {value!r} is not valid: expected a list of strings")
         return tuple(value)
-    choice = {"Parity": Parity, "SerialProtocol": SerialProtocol, "TimeUnit": TimeUnit}.get(type_name)
+    choice = {"Parity": Parity, "SerialProtocol": SerialProtocol, "TimeUnit": TimeUnit, "Device": Device}.get(type_name)
     if choice is not None:
         try:
             return choice(value)
@@ -243,7 +323,7 @@ def from_mapping(data: Mapping[str, Any], source: str = "mapping") -> Config:
         elif name == "data_dir":
             kwargs[name] = _coerce("str", value, name)
         else:
-            raise ConfigError(f"{name} is not a known setting: expected one of camera, data_dir, identity, recorder, serial, storage")
+            raise ConfigError(f"{name} is not a known setting: expected one of {', '.join(sorted(['camera', 'data_dir', 'serial', *_SECTIONS]))}")
     return Config(**kwargs)
 
 
@@ -257,6 +337,24 @@ def default_config_path(env: Mapping[str, str]) -> Path:
     return Path(base) / "knack" / "knack.toml"
 
 
+def _parse_env(type_name: str, text: str, var: str) -> Any:
+    """An environment variable's text as the setting's type; lists are comma-separated."""
+    try:
+        if type_name == "float":
+            return float(text)
+        if type_name == "int":
+            return int(text)
+    except ValueError:
+        raise ConfigError(f"{var} = {text!r} is not valid: expected {'a number' if type_name == 'float' else 'an integer'}") from None
+    if type_name == "bool":
+        if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ConfigError(f"{var} = {text!r} is not valid: expected true or false")
+        return text.lower() in ("1", "true", "yes")
+    if type_name == "tuple[str, ...]":
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
 def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
     """KNACK_DATA_DIR and KNACK_<SECTION>_<KEY> (e.g. KNACK_RECORDER_CLIP_SECONDS=5) override one value each."""
     if env.get("KNACK_DATA_DIR"):
@@ -267,12 +365,7 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
             var = f"KNACK_{section}_{f.name}".upper()
             if var in env:
                 text = env[var]
-                value: Any = text
-                if f.type == "float":
-                    try:
-                        value = float(text)
-                    except ValueError:
-                        raise ConfigError(f"{var} = {text!r} is not valid: expected a number") from None
+                value: Any = _parse_env(f.type, text, var)
                 changes[f.name] = _coerce(f.type, value, var)
         if changes:
             config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **changes)})

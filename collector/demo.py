@@ -1,7 +1,9 @@
-"""`knack demo`: the flow so far on embedded defaults — the bundled sample video as camera, the simulator as serial port."""
+"""`knack demo`: the flow so far on embedded defaults — the bundled sample video as camera, the simulator as
+serial port, and the shipped models labeling every clip."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from collector.bundle import verify_bundle
@@ -31,9 +33,18 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
     with SerialSimulator(SimulatorConfig(rate=200.0, protocol="csv", replay=str(SAMPLE_IMU))) as sim:
         config = demo_config(base, target, sim.port, clip_seconds)
         print(f"1. capture  camera={SAMPLE_VIDEO.name}  serial={sim.port}  -> {config.clips_path}")
-        recorder, written = run_recording(config, key, duration=30.0, until_sources_end=True, quiet=True)
+        print("2. label    hands, faces (blurred), picture and stream quality, accept/reject: each clip as it is written")
+        recorder, written, labeled = run_recording(config, key, duration=30.0, until_sources_end=True, quiet=True)
     print(f"   {recorder.totals.frames} frames and {recorder.totals.samples} sensor samples on one clock, cut into {len(written)} clip(s)")
-    print("2. verify   every file hash and the device signature")
+    for result in sorted(labeled, key=lambda r: r.clip_id):
+        manifest = json.loads((result.path / "manifest.json").read_text())
+        hands = manifest["labels"]["hands"] or {}
+        faces = manifest["privacy"]
+        print(f"   {'ACCEPTED' if result.accepted else 'REJECTED'} {result.clip_id}  hands in {hands.get('hand_fraction', 0):.0%} of frames, "
+              f"{faces['faces']} face(s) blurred in {faces['frames_blurred']} frames, quality {result.score:.2f}  [{manifest['labels']['execution_provider']}]")
+        if not result.accepted:
+            print(f"            {result.summary}")
+    print("3. verify   every file hash and the device signature (re-signed after labeling)")
     failed = 0
     for clip in written:
         result = verify_bundle(clip.path)
@@ -42,6 +53,9 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
     if not written:
         print("   no clip was written: see the messages above")
         return 1
+    if len(labeled) != len(written):
+        print(f"   {len(written) - len(labeled)} clip(s) could not be labeled: see the messages above")
+        failed += len(written) - len(labeled)
     print(f"\nDone: {len(written) - failed} verified clip bundle(s) under {config.clips_path}")
     print(f"Check one yourself:  knack verify {written[0].path}")
     return 1 if failed else 0

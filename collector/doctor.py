@@ -75,10 +75,23 @@ def _onnxruntime() -> Check:
         import onnxruntime as ort
     except ImportError as exc:
         return Check("onnxruntime", "fail", f"not importable: {exc}")
-    providers = ort.get_available_providers()
-    gpu = "CUDAExecutionProvider" in providers and shutil.which("nvidia-smi") is not None
-    note = "CUDA usable" if gpu else "no GPU here: labeling runs on the CPU"
-    return Check("onnxruntime", "ok", f"{ort.__version__}; providers {', '.join(providers)}; {note}")
+    return Check("onnxruntime", "ok", f"{ort.__version__}; providers in this build: {', '.join(ort.get_available_providers())}")
+
+
+def _labeler(config: Config) -> list[Check]:
+    """Loads every model as the labeler would: the provider shown is the one that really runs."""
+    from collector.labeling.cards import CardError
+    from collector.labeling.models import Models
+
+    try:
+        models = Models(config.labeler)
+    except (CardError, OSError, KeyError) as exc:
+        return [Check("labeler", "fail", str(exc))]
+    checks = [Check(f"model {m['task']}", "ok", f"{m['name']} {m['version']} on {m['provider']} (sha256 {m['sha256'][:12]}…, {m['licence']})") for m in models.describe()]
+    notes = models.notes
+    status = "warn" if notes and config.labeler.device.value != "auto" else "info" if notes else "ok"
+    checks.append(Check("execution provider", status, f"{models.provider}" + (f": {'; '.join(notes)}" if notes else "")))
+    return checks
 
 
 def _post_json(url: str, body: bytes | None, timeout: float = 2.0) -> dict:
@@ -115,5 +128,5 @@ def run_checks(config: Config) -> list[Check]:
     checks = [_data_dir(config), _device_key(config)]
     checks += _cameras(config) or [Check("cameras", "info", "none configured ([[camera]] in knack.toml; see `knack devices`)")]
     checks += _serial(config) or [Check("serial ports", "info", "none configured ([[serial]] in knack.toml; see `knack devices`)")]
-    checks += [_onnxruntime(), _ipfs(config), _chain(config)]
+    checks += [_onnxruntime(), *_labeler(config), _ipfs(config), _chain(config)]
     return checks

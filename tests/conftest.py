@@ -89,3 +89,123 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
             return True
         time.sleep(interval)
     return predicate()
+
+
+MEDIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "media"
+
+
+def photo_frames(name: str, count: int, size=(640, 480), pan: int = 2) -> list:
+    """Frames of a real photograph as a 640x480 camera would see it, panning slowly so no frame repeats."""
+    image = cv2.imread(str(MEDIA / name))
+    if image is None:
+        pytest.skip(f"{MEDIA / name} is not here (the shared media folder holds the test photographs)")
+    h, w = image.shape[:2]
+    crop_w = h * size[0] // size[1]
+    frames = []
+    for i in range(count):
+        x0 = (w - crop_w) // 2 + (i % 10) * pan - 10
+        frames.append(cv2.resize(image[:, x0 : x0 + crop_w], size, interpolation=cv2.INTER_AREA))
+    return frames
+
+
+@pytest.fixture
+def make_clip(tmp_path, device_key):
+    """Writes a real, signed clip bundle as the recorder does (video.mp4, frames.parquet, manifest) from frames."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from collector.bundle import new_clip_id, seal, write_manifest
+
+    clips = tmp_path / "data" / "clips"
+
+    def make(frames, fps: float = 30.0, streams=(), **manifest_extra) -> Path:
+        clips.mkdir(parents=True, exist_ok=True)
+        clip_id = new_clip_id()
+        partial = clips / f".partial-{clip_id}"
+        partial.mkdir()
+        height, width = frames[0].shape[:2]
+        writer = cv2.VideoWriter(str(partial / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+        times = [int(i * 1e9 / fps) for i in range(len(frames))]
+        pq.write_table(pa.table({"camera": ["cam"] * len(frames), "frame_index": list(range(len(frames))), "capture_ns": times}), partial / "frames.parquet")
+        camera = {"name": "cam", "kind": "camera", "source": "test", "count": len(frames), "dropped": 0, "late": 0, "lost": 0, "parse_errors": {}, "gaps": []}
+        manifest = {
+            "clip_id": clip_id,
+            "device_id": device_key.address,
+            "contributor": device_key.address,
+            "start": {"utc": "2026-01-01T00:00:00Z", "mono_ns": 0},
+            "end": {"utc": "2026-01-01T00:00:00Z", "mono_ns": times[-1]},
+            "duration_s": len(frames) / fps,
+            "streams": [camera, *streams],
+            "marks": [],
+            "labels": None, "quality": None, "privacy": None, "decision": None,
+        }
+        manifest.update(manifest_extra)
+        write_manifest(partial, manifest, device_key)
+        return seal(partial, clips / clip_id)
+
+    return make
+
+
+def write_colour_classifier(directory: Path, classes=("red", "green", "blue"), **card_changes) -> Path:
+    """A small real ONNX classifier (mean colour -> softmax over red/green/blue) and its card; returns the card."""
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.eye(3, dtype=np.float32) * 20, "W")
+    bias = numpy_helper.from_array(np.full(3, -10, np.float32), "B")
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "W", "B"], ["logits"], transB=1),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+        ],
+        "colour",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        [weights, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = directory / "colour.onnx"
+    onnx.save(model, str(path))
+    card = {
+        "name": "colour-test", "version": "1", "task": "classifier", "file": "colour.onnx",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "licence": "Apache-2.0", "source": "built by the tests",
+        "input_name": "image", "input_shape": "[-1, 3, 64, 64]", "output_name": "probs", "output_shape": "[-1, 3]",
+        "labels": ", ".join(f'"{label}"' for label in classes),
+    }
+    card.update(card_changes)
+    text = f'''name = "{card['name']}"
+version = "{card['version']}"
+task = "{card['task']}"
+file = "{card['file']}"
+sha256 = "{card['sha256']}"
+licence = "{card['licence']}"
+source = "{card['source']}"
+labels = [{card['labels']}]
+
+[input]
+name = "{card['input_name']}"
+shape = {card['input_shape']}
+layout = "NCHW"
+color = "RGB"
+range = [0.0, 1.0]
+resize = "stretch"
+
+[[outputs]]
+name = "{card['output_name']}"
+shape = {card['output_shape']}
+role = "scores"
+
+[decode]
+activation = "none"
+threshold = 0.5
+'''
+    (directory / "colour.toml").write_text(text)
+    return directory / "colour.toml"

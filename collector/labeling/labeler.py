@@ -1,0 +1,239 @@
+"""Labels a clip bundle on the device: one decoding pass over each video feeds the models (sampled frames, in
+batches), the quality metrics (every frame) and the face blur (every frame, written as it goes); then the
+policy decides, and the manifest is rewritten and re-signed."""
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import collector
+from collector.bundle import MANIFEST, link_unchanged, recover_staged, replace_clip, stage, verify_bundle, write_manifest
+from collector.config import Config
+from collector.identity import DeviceKey
+from collector.labeling import privacy
+from collector.labeling.models import Models
+from collector.labeling.policy import decide, decision
+from collector.labeling.quality import PictureQuality, hand_motion, quality_score, stream_quality
+from collector.recorder import VIDEO_FOURCC
+
+log = logging.getLogger("knack.labeler")
+
+
+class LabelError(Exception):
+    """A clip that cannot be labeled (it does not verify, or its video cannot be read); it is left as it was."""
+
+
+@dataclass(frozen=True)
+class Labeled:
+    clip_id: str
+    path: Path
+    accepted: bool
+    summary: str
+    score: float
+    faces_blurred_frames: int
+    seconds: float
+
+
+@dataclass
+class VideoResult:
+    picture: PictureQuality = field(default_factory=PictureQuality)
+    privacy: privacy.PrivacyLog = field(default_factory=privacy.PrivacyLog)
+    hand_counts: list[int] = field(default_factory=list)
+    tracks: list[tuple[float, list[np.ndarray]]] = field(default_factory=list)
+    extra: list[list[np.ndarray]] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+
+    def summary(self) -> dict:
+        counts = self.hand_counts
+        out = self.picture.summary()
+        out.update({
+            "hand_fraction": round(sum(c > 0 for c in counts) / len(counts), 4) if counts else 0.0,
+            "hands_max": max(counts, default=0),
+            "hands_mean": round(float(np.mean(counts)), 3) if counts else 0.0,
+            **hand_motion(self.tracks, max(1, self.width)),
+            "width": self.width,
+            "height": self.height,
+            "fps": round(self.fps, 3),
+        })
+        return out
+
+
+class Labeler:
+    """Holds the model sessions (created once) and labels clips one after another."""
+
+    def __init__(self, config: Config, key: DeviceKey, models: Models | None = None):
+        self.config, self.key = config, key
+        self.models = models or Models(config.labeler)
+        self.provider = self.models.provider
+        for message in recover_staged(config.clips_path):
+            log.info(message)
+
+    def label(self, clip: Path) -> Labeled:
+        started = time.monotonic()
+        clip = Path(clip)
+        check = verify_bundle(clip)
+        if not check.ok:
+            raise LabelError(f"{clip.name} was not labeled: it does not verify ({'; '.join(check.problems)})")
+        manifest = json.loads((clip / MANIFEST).read_text(encoding="utf-8"))
+        cameras = [s["name"] for s in manifest.get("streams", []) if s.get("kind") == "camera"]
+        staging = stage(clip)
+        try:
+            results: dict[str, VideoResult] = {}
+            for name in cameras:
+                video = clip / ("video.mp4" if len(cameras) == 1 else f"video-{name}.mp4")
+                if not video.exists():
+                    continue  # a camera that delivered no frame in this clip
+                target = staging / video.name if self.config.labeler.blur_faces else None
+                results[name] = self._video(video, target)
+                if target is not None and not results[name].privacy.frames_blurred:
+                    target.unlink(missing_ok=True)
+            manifest = self._annotate(manifest, results)
+            blurred = any(r.privacy.frames_blurred for r in results.values())
+            if blurred:
+                link_unchanged(clip, staging)
+                write_manifest(staging, manifest, self.key)
+                replace_clip(staging, clip)
+            else:
+                shutil.rmtree(staging)
+                write_manifest(clip, manifest, self.key)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        outcome = manifest["decision"]
+        labeled = Labeled(manifest["clip_id"], clip, outcome["accepted"], outcome["summary"], manifest["quality"]["score"], sum(r.privacy.frames_blurred for r in results.values()), time.monotonic() - started)
+        log.info("clip %s: %s (quality %.2f, %.1f s)", labeled.clip_id, labeled.summary, labeled.score, labeled.seconds)
+        return labeled
+
+    def _video(self, path: Path, target: Path | None) -> VideoResult:
+        capture = cv2.VideoCapture(str(path))
+        if not capture.isOpened():
+            raise LabelError(f"{path} cannot be opened as a video")
+        result = VideoResult(fps=capture.get(cv2.CAP_PROP_FPS) or 30.0)
+        result.extra = [[] for _ in self.models.extra]
+        step = max(1, round(result.fps / self.config.labeler.sample_fps))
+        margin = self.config.labeler.face_margin
+        writer = None
+        pending: deque[tuple[int, np.ndarray]] = deque()
+        batch: list[tuple[int, np.ndarray]] = []
+        sampled: list[int] = []  # sample frame indices already run, in order
+        faces_at: dict[int, list] = {}
+
+        def run_batch() -> None:
+            frames = [rgb for _, rgb in batch]
+            hands = self.models.hands.detect(frames)
+            faces = self.models.faces.detect(frames)
+            extra = [c.scores(frames) for c in self.models.extra]
+            for k, (index, _) in enumerate(batch):
+                result.hand_counts.append(len(hands[k]))
+                result.tracks.append((index / result.fps, [h.landmarks for h in hands[k]]))
+                result.privacy.add_sample(faces[k])
+                faces_at[index] = [privacy.expand(f.box, margin, result.width, result.height) for f in faces[k]]
+                sampled.append(index)
+                for m, scores in enumerate(extra):
+                    result.extra[m].append(scores[k])
+            batch.clear()
+
+        def flush(final: bool) -> None:
+            nonlocal writer
+            last = sampled[-1] if sampled else -1
+            while pending and (final or pending[0][0] <= last):
+                index, frame = pending.popleft()
+                if target is None:
+                    continue
+                at = bisect.bisect_right(sampled, index)
+                before = faces_at[sampled[at - 1]] if at > 0 else []
+                after = faces_at[sampled[at]] if at < len(sampled) else []
+                boxes = before if at > 0 and sampled[at - 1] == index else privacy.between(before, after)
+                if boxes:
+                    privacy.blur(frame, boxes)
+                    result.privacy.add_blurred(boxes, result.width, result.height)
+                if writer is None:
+                    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), result.fps, (result.width, result.height))
+                    if not writer.isOpened():
+                        raise LabelError(f"cannot write the blurred video {target}")
+                writer.write(frame)
+
+        index = 0
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                if index == 0:
+                    result.height, result.width = frame.shape[:2]
+                grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+                result.picture.add_frame(grey)
+                if index % step == 0:
+                    result.picture.add_sample(grey)
+                    batch.append((index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+                pending.append((index, frame))
+                if len(batch) >= self.config.labeler.batch_size:
+                    run_batch()
+                    flush(final=False)
+                index += 1
+            if batch:
+                run_batch()
+            flush(final=True)
+        finally:
+            capture.release()
+            if writer is not None:
+                writer.release()
+        return result
+
+    def _annotate(self, manifest: dict, results: dict[str, VideoResult]) -> dict:
+        """The manifest with labels, quality, privacy and decision filled in from this labeling."""
+        config = self.config
+        cameras = {name: r.summary() for name, r in results.items()}
+        streams = stream_quality(manifest)
+        faces = max((r.privacy.max_faces for r in results.values()), default=0)
+        privacy_facts = {
+            "faces": faces,
+            "face_detections": sum(r.privacy.detections for r in results.values()),
+            "frames_blurred": sum(r.privacy.frames_blurred for r in results.values()),
+            "largest_area": round(max((r.privacy.largest_area for r in results.values()), default=0.0), 4),
+            "blurred": config.labeler.blur_faces,
+            "method": privacy.METHOD if config.labeler.blur_faces else "none (labeler.blur_faces is off)",
+            "margin": config.labeler.face_margin,
+            "model": self.models.faces.detector.card.name,
+        }
+        reasons = decide({"duration_s": manifest.get("duration_s"), "cameras": cameras, "streams": streams, "privacy": privacy_facts}, config.policy)
+        best = max(cameras.values(), key=lambda c: c["hand_fraction"], default=None)
+        score = quality_score(best["hand_fraction"], best, streams, config.policy) if best else 0.0
+        extra = {}
+        for m, classifier in enumerate(self.models.extra):
+            scores = [s for r in results.values() for s in r.extra[m]]
+            mean = np.mean(scores, axis=0) if scores else np.zeros(len(classifier.card.labels))
+            threshold = float(classifier.card.decode.get("threshold", 0.5))
+            extra[classifier.card.name] = {
+                "labels": [label for label, value in zip(classifier.card.labels, mean) if value >= threshold],
+                "top": classifier.card.labels[int(np.argmax(mean))] if scores else None,
+                "scores": {label: round(float(value), 4) for label, value in zip(classifier.card.labels, mean)},
+            }
+        labels = {
+            "labeled_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "labeler": collector.__version__,
+            "execution_provider": self.provider,
+            "sample_fps": config.labeler.sample_fps,
+            "models": self.models.describe(),
+            "hands": {k: best[k] for k in ("hand_fraction", "hands_max", "hands_mean", "hand_speed", "motion_energy")} if best else None,
+            "cameras": {name: {k: c[k] for k in ("hand_fraction", "hands_max", "hands_mean", "hand_speed", "motion_energy")} for name, c in cameras.items()},
+            "extra": extra,
+        }
+        quality = {
+            "score": score,
+            "cameras": {name: {k: v for k, v in c.items() if k not in labels["cameras"][name]} for name, c in cameras.items()},
+            "streams": streams,
+        }
+        return dict(manifest, labels=labels, quality=quality, privacy=privacy_facts, decision=decision(reasons))

@@ -1,0 +1,202 @@
+"""The shipped detectors and operators' extra classifiers, each behind its card, run on batches of frames."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from collector.config import Device, LabelerConfig
+from collector.labeling.cards import CardError, ModelCard, check_card, load_card
+from collector.labeling.detection import Placement, apply_affine, crop_roi, decode_ssd, fit, palm_roi, place, ssd_anchors, tiles, to_tensor, weighted_nms, iou
+from collector.labeling.runtime import Model, OnnxModel, default_cache_dir
+
+log = logging.getLogger("knack.labeler")
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+SHIPPED = {"palm_detection": "palm_detection_lite.toml", "hand_landmarks": "hand_landmark_lite.toml", "face_detection": "face_detection_short_range.toml"}
+# Windows each detector looks through, as (columns, rows) grids over the frame: the whole frame finds large
+# hands and faces, overlapping tiles find the small ones a letterboxed full frame shrinks below the models' reach.
+GRIDS = {"palm_detection": ((1, 1), (2, 1)), "face_detection": ((1, 1), (2, 2))}
+TILE_OVERLAP = 0.25
+
+
+@dataclass(frozen=True)
+class Hand:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels (around the landmarks)
+    score: float  # hand presence from the landmark model
+    landmarks: np.ndarray  # (21, 2) frame pixels
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[float, float, float, float]
+    score: float
+
+
+def shipped_card(task: str) -> Path:
+    return MODELS_DIR / SHIPPED[task]
+
+
+def open_model(card: ModelCard, device: Device, threads: int, loader: Callable[..., Model] = OnnxModel) -> Model:
+    """Loads the model behind a card and refuses it, naming every difference, if the card does not describe it."""
+    if not card.model_path.is_file():
+        raise CardError(f"model card {card.path}: its model file {card.model_path} does not exist")
+    try:
+        model = loader(card.model_path, device, threads, default_cache_dir())
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+        raise CardError(f"{card.model_path} is not a loadable ONNX model: {str(exc).splitlines()[0]}") from None
+    problems = check_card(card, getattr(model, "inputs", {}), getattr(model, "outputs", {}))
+    if problems:
+        raise CardError(f"model card {card.path} does not match {card.model_path.name}: " + "; ".join(problems))
+    return model
+
+
+def _batched(model: Model, card: ModelCard, images: list[np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Runs images (already at the input size) in batches, one at a time when the model's batch is fixed at 1."""
+    step = batch_size if card.input.shape[0] == -1 else 1
+    results = []
+    for start in range(0, len(images), step):
+        chunk = images[start : start + step]
+        outputs = model.run({card.input.name: to_tensor(chunk, card.input)})
+        results += [{name: value[i : i + 1] for name, value in outputs.items()} for i in range(len(chunk))]
+    return results
+
+
+class SsdDetector:
+    """A MediaPipe-style single-shot detector (palm or face) run over the whole frame and overlapping tiles."""
+
+    def __init__(self, card: ModelCard, model: Model, grids, batch_size: int):
+        self.card, self.model, self.grids, self.batch_size = card, model, grids, batch_size
+        self.decode = dict(card.decode, input_size=card.input.size[0])
+        self.anchors = ssd_anchors(self.decode)
+        boxes = card.output("boxes")
+        if boxes.shape[-2] not in (-1, len(self.anchors)):
+            raise CardError(f"model card {card.path}: [decode] makes {len(self.anchors)} anchors but output {boxes.name!r} has {boxes.shape[-2]}")
+        self.threshold = float(card.decode.get("score_threshold", 0.5))
+
+    def detect(self, frames: list[np.ndarray], threshold: float | None = None) -> list[np.ndarray]:
+        """Per RGB frame, merged detections in frame pixels: rows of [x1, y1, x2, y2, score, keypoints...]."""
+        threshold = self.threshold if threshold is None else threshold
+        inputs: list[np.ndarray] = []
+        where: list[tuple[int, Placement]] = []
+        for f, frame in enumerate(frames):
+            h, w = frame.shape[:2]
+            for grid in self.grids:
+                for window in tiles(w, h, grid, TILE_OVERLAP):
+                    image, placement = fit(frame, self.card.input, window)
+                    inputs.append(image)
+                    where.append((f, placement))
+        per_frame: list[list[np.ndarray]] = [[] for _ in frames]
+        boxes, scores = self.card.output("boxes").name, self.card.output("scores").name
+        for (f, placement), out in zip(where, _batched(self.model, self.card, inputs, self.batch_size)):
+            rows = decode_ssd(out[boxes], out[scores], self.anchors, self.decode, threshold)[0]
+            per_frame[f].append(place(rows, placement))
+        iou_threshold = float(self.card.decode.get("nms_iou", 0.3))
+        return [weighted_nms(np.concatenate(rows), iou_threshold) for rows in per_frame]
+
+
+class HandDetector:
+    """Palms found by the palm detector, confirmed and outlined by the hand-landmark model on a crop of each."""
+
+    def __init__(self, palm: SsdDetector, landmark_card: ModelCard, landmark_model: Model, max_hands: int, batch_size: int):
+        self.palm, self.card, self.model = palm, landmark_card, landmark_model
+        self.max_hands, self.batch_size = max_hands, batch_size
+        self.size = landmark_card.input.size[0]
+        self.presence_threshold = float(landmark_card.decode.get("presence_threshold", 0.5))
+        self.sigmoid = landmark_card.decode.get("presence_activation", "sigmoid") == "sigmoid"
+        self.scale = float(landmark_card.decode.get("landmark_scale", self.size))
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[Hand]]:
+        crops, where = [], []
+        for f, (frame, palms) in enumerate(zip(frames, self.palm.detect(frames))):
+            for row in palms[: self.max_hands * 2]:
+                crop, inverse = crop_roi(frame, palm_roi(row, self.palm.card.decode), self.size)
+                crops.append(crop)
+                where.append((f, inverse))
+        hands: list[list[Hand]] = [[] for _ in frames]
+        landmarks, presence = self.card.output("landmarks").name, self.card.output("presence").name
+        for (f, inverse), out in zip(where, _batched(self.model, self.card, crops, self.batch_size)):
+            score = float(np.ravel(out[presence])[0])
+            if self.sigmoid:
+                score = float(1 / (1 + np.exp(-score)))
+            if score < self.presence_threshold:
+                continue
+            points = np.ravel(out[landmarks]).reshape(-1, 3)[:, :2] * (self.size / self.scale)
+            points = apply_affine(inverse, points)
+            box = (*points.min(axis=0), *points.max(axis=0))
+            hands[f].append(Hand(tuple(float(v) for v in box), score, points))
+        return [_distinct(found, self.max_hands) for found in hands]
+
+
+def _distinct(hands: list[Hand], limit: int) -> list[Hand]:
+    """One hand per place: palms seen in two tiles lead to the same hand twice."""
+    kept: list[Hand] = []
+    for hand in sorted(hands, key=lambda h: -h.score):
+        if all(iou(np.array(hand.box), np.array([k.box]))[0] < 0.5 for k in kept):
+            kept.append(hand)
+    return kept[:limit]
+
+
+class FaceDetector:
+    def __init__(self, detector: SsdDetector):
+        self.detector = detector
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[Face]]:
+        return [[Face(tuple(float(v) for v in row[:4]), float(row[4])) for row in rows] for rows in self.detector.detect(frames)]
+
+
+class Classifier:
+    """An operator's extra model: per frame class scores, averaged over the clip by the labeler."""
+
+    def __init__(self, card: ModelCard, model: Model, batch_size: int):
+        self.card, self.model, self.batch_size = card, model, batch_size
+        self.activation = card.decode.get("activation", "softmax")
+
+    def scores(self, frames: list[np.ndarray]) -> np.ndarray:
+        images = [fit(frame, self.card.input)[0] for frame in frames]
+        name = self.card.output("scores").name
+        raw = np.concatenate([np.asarray(out[name], np.float64).reshape(1, -1) for out in _batched(self.model, self.card, images, self.batch_size)])
+        if self.activation == "softmax":
+            raw = np.exp(raw - raw.max(axis=1, keepdims=True))
+            raw = raw / raw.sum(axis=1, keepdims=True)
+        elif self.activation == "sigmoid":
+            raw = 1 / (1 + np.exp(-raw))
+        return raw
+
+
+class Models:
+    """Every model the labeler runs, each session created once and reused for every clip."""
+
+    def __init__(self, config: LabelerConfig, loader: Callable[..., Model] = OnnxModel):
+        def load(card_path: Path) -> tuple[ModelCard, Model]:
+            card = load_card(card_path)
+            return card, open_model(card, config.device, config.threads, loader)
+
+        palm_card, palm_model = load(Path(config.hand_card) if config.hand_card else shipped_card("palm_detection"))
+        if palm_card.task != "palm_detection":
+            raise CardError(f"labeler.hand_card: {palm_card.path} is a {palm_card.task} model, expected a palm_detection model")
+        landmark_card, landmark_model = load(palm_card.path.parent / palm_card.decode["landmark_card"] if "landmark_card" in palm_card.decode else shipped_card("hand_landmarks"))
+        face_card, face_model = load(Path(config.face_card) if config.face_card else shipped_card("face_detection"))
+        if face_card.task != "face_detection":
+            raise CardError(f"labeler.face_card: {face_card.path} is a {face_card.task} model, expected a face_detection model")
+        self.hands = HandDetector(SsdDetector(palm_card, palm_model, GRIDS["palm_detection"], config.batch_size), landmark_card, landmark_model, config.max_hands, config.batch_size)
+        self.faces = FaceDetector(SsdDetector(face_card, face_model, GRIDS["face_detection"], config.batch_size))
+        self.extra: list[Classifier] = []
+        for path in config.extra_cards:
+            card, model = load(Path(path))
+            if card.task != "classifier":
+                raise CardError(f"labeler.extra_cards: {card.path} is a {card.task} model; extra models must be classifiers")
+            self.extra.append(Classifier(card, model, config.batch_size))
+        self.cards = [palm_card, landmark_card, face_card] + [c.card for c in self.extra]
+        self._models = [palm_model, landmark_model, face_model] + [c.model for c in self.extra]
+        self.provider = palm_model.provider
+        self.notes = sorted({getattr(m, "note", None) for m in self._models} - {None})
+        for note in self.notes:
+            log.warning("labeler: %s", note) if config.device is not Device.AUTO else log.info("labeler: %s", note)
+        log.info("labeler: models run on %s", ", ".join(sorted({m.provider for m in self._models})))
+
+    def describe(self) -> list[dict]:
+        return [dict(card.summary(), provider=model.provider) for card, model in zip(self.cards, self._models)]

@@ -1,0 +1,86 @@
+"""The accept/reject decision: pure, from measured labels and quality to reasons a machine and a person can read."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from collector.config import PolicyConfig
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    message: str
+    value: float | None = None
+    limit: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "value": self.value, "limit": self.limit}
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.0f}%"
+
+
+def decide(facts: dict, policy: PolicyConfig) -> list[Reason]:
+    """Every threshold the clip misses, in a fixed order. `facts` holds: duration_s, cameras (name -> picture
+    summary with hand_fraction), streams (name -> stream quality), privacy (faces, largest_area, blurred)."""
+    reasons: list[Reason] = []
+    cameras: dict = facts.get("cameras", {})
+    several = len(cameras) > 1
+
+    def where(name: str) -> str:
+        return f" (camera {name})" if several else ""
+
+    duration = facts.get("duration_s") or 0.0
+    if duration < policy.min_duration_s:
+        reasons.append(Reason("too_short", f"too short: {duration:.1f} s < {policy.min_duration_s:g} s", duration, policy.min_duration_s))
+    if not cameras or not any(c.get("sampled_frames") for c in cameras.values()):
+        reasons.append(Reason("no_video", "no video: the clip has no camera frames to learn from"))
+        return reasons
+    best = max(c.get("hand_fraction", 0.0) for c in cameras.values())
+    if best < policy.min_hand_fraction:
+        reasons.append(Reason("no_hands", f"no hands in {_pct(1 - best)} of frames (at least {_pct(policy.min_hand_fraction)} must show hands)", round(best, 4), policy.min_hand_fraction))
+    for name, c in cameras.items():
+        if not c.get("sampled_frames"):
+            continue
+        sharp, luma = c.get("sharpness") or 0.0, c.get("luma_mean") or 0.0
+        if sharp < policy.min_sharpness:
+            reasons.append(Reason("blurry", f"too blurry{where(name)}: sharpness {sharp:.0f} < {policy.min_sharpness:g} (variance of the Laplacian)", sharp, policy.min_sharpness))
+        if luma < policy.min_luma:
+            reasons.append(Reason("too_dark", f"too dark{where(name)}: mean luma {luma:.0f} < {policy.min_luma:g}", luma, policy.min_luma))
+        if luma > policy.max_luma:
+            reasons.append(Reason("too_bright", f"too bright{where(name)}: mean luma {luma:.0f} > {policy.max_luma:g}", luma, policy.max_luma))
+        frozen = c.get("frozen_fraction") or 0.0
+        if frozen > policy.max_frozen_fraction:
+            reasons.append(Reason("frozen", f"frozen video{where(name)}: {_pct(frozen)} of frames repeat the one before (limit {_pct(policy.max_frozen_fraction)})", frozen, policy.max_frozen_fraction))
+    for name, s in facts.get("streams", {}).items():
+        drops = s.get("frame_drop_fraction", 0.0)
+        if drops > policy.max_frame_drop_fraction:
+            reasons.append(Reason("frame_drops", f"camera {name} dropped {_pct(drops)} of its frames (limit {_pct(policy.max_frame_drop_fraction)})", drops, policy.max_frame_drop_fraction))
+        loss = s.get("sample_loss_fraction", 0.0)
+        if loss > policy.max_sample_loss_fraction:
+            reasons.append(Reason("sample_loss", f"sensor {name} lost {_pct(loss)} of its samples (limit {_pct(policy.max_sample_loss_fraction)})", loss, policy.max_sample_loss_fraction))
+        errors = s.get("parse_error_rate", 0.0)
+        if errors > policy.max_parse_error_rate:
+            reasons.append(Reason("parse_errors", f"sensor {name}: {_pct(errors)} of what it sent did not parse (limit {_pct(policy.max_parse_error_rate)})", errors, policy.max_parse_error_rate))
+        gap = s.get("longest_gap_s", 0.0)
+        if gap > policy.max_gap_s:
+            reasons.append(Reason("stream_gap", f"{name} was missing for {gap:.1f} s (limit {policy.max_gap_s:g} s)", gap, policy.max_gap_s))
+    privacy = facts.get("privacy", {})
+    if privacy.get("faces") and not privacy.get("blurred"):
+        reasons.append(Reason("faces_not_blurred", f"{privacy['faces']} face(s) seen and face blurring is off (labeler.blur_faces)", privacy["faces"], 0))
+    elif privacy.get("largest_area", 0.0) > policy.max_face_area:
+        area = privacy["largest_area"]
+        reasons.append(Reason("face_unblurrable", f"a face region covers {_pct(area)} of the frame (limit {_pct(policy.max_face_area)}): it cannot be blurred reliably without losing the clip", round(area, 4), policy.max_face_area))
+    return reasons
+
+
+def decision(reasons: list[Reason]) -> dict:
+    if not reasons:
+        return {"status": "accepted", "accepted": True, "reasons": [], "summary": "accepted: every check passed"}
+    return {
+        "status": "rejected",
+        "accepted": False,
+        "reasons": [r.as_dict() for r in reasons],
+        "summary": "rejected: " + "; ".join(r.message for r in reasons),
+    }

@@ -1,0 +1,69 @@
+"""What happens to a clip after the recorder seals it: labeled in a background thread, so capture never waits
+on the models. Later stages (the outbox) hang off the same queue."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import Callable
+
+from collector.config import Config
+from collector.identity import DeviceKey
+
+log = logging.getLogger("knack.pipeline")
+
+
+class LabelWorker:
+    """Labels clips in the order they arrive; a clip that fails is reported and kept, the rest go on."""
+
+    def __init__(self, config: Config, key: DeviceKey, on_labeled: Callable | None = None, labeler=None):
+        self.config, self.key, self.on_labeled = config, key, on_labeled
+        self._labeler = labeler
+        self._queue: queue.Queue[Path | None] = queue.Queue()
+        self.labeled: list = []
+        self.failed: list[tuple[Path, str]] = []
+        self._thread = threading.Thread(target=self._run, name="knack-labeler", daemon=True)
+
+    def start(self) -> "LabelWorker":
+        self._thread.start()
+        return self
+
+    def submit(self, clip: Path) -> None:
+        self._queue.put(Path(clip))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Labels what is queued, then stops."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _run(self) -> None:
+        from collector.labeling import LabelError, Labeler
+        from collector.labeling.cards import CardError
+
+        try:
+            labeler = self._labeler or Labeler(self.config, self.key)
+        except (CardError, OSError) as exc:
+            log.error("labeler cannot start, clips stay unlabeled (run `knack label` later): %s", exc)
+            labeler = None
+        while (clip := self._queue.get()) is not None:
+            if labeler is None:
+                self.failed.append((clip, "labeler not available"))
+                continue
+            try:
+                result = labeler.label(clip)
+            except (LabelError, OSError) as exc:
+                log.error("clip %s not labeled: %s", clip.name, exc)
+                self.failed.append((clip, str(exc)))
+                continue
+            except Exception as exc:  # a model runtime failure must not stop the clips behind it
+                log.exception("clip %s not labeled: the labeler failed", clip.name)
+                self.failed.append((clip, f"labeler failed: {exc}"))
+                continue
+            self.labeled.append(result)
+            if self.on_labeled:
+                self.on_labeled(result)

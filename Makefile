@@ -19,3 +19,4 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/capture.py
+	$(PY) bench/label.py

@@ -14,9 +14,16 @@ from collector.simulator import IMU_FIELDS, SerialSimulator, SimulatorConfig
 
 
 @pytest.fixture(scope="session")
-def device_key(tmp_path_factory):
+def device_keystore(tmp_path_factory):
     # pbkdf2 with few rounds keeps the suite fast; production keys use eth-account's scrypt default.
-    key, _ = load_or_create(tmp_path_factory.mktemp("key") / "device-key.json", "test-password", kdf="pbkdf2", iterations=1000)
+    path = tmp_path_factory.mktemp("key") / "device-key.json"
+    load_or_create(path, "test-password", kdf="pbkdf2", iterations=1000)
+    return path
+
+
+@pytest.fixture(scope="session")
+def device_key(device_keystore):
+    key, _ = load_or_create(device_keystore, "test-password")
     return key
 
 
@@ -94,17 +101,18 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "media"
 
 
-def photo_frames(name: str, count: int, size=(640, 480), pan: int = 2) -> list:
-    """Frames of a real photograph as a 640x480 camera would see it, panning slowly so no frame repeats."""
+def photo_frames(name: str, count: int, view=(0, 100, 640), size=(640, 480), pan: int = 2) -> list:
+    """Frames of a real photograph as a 640x480 camera would see it: the 4:3 window `view` = (x, y, width) of
+    the photo, panning slowly so that no frame repeats the one before."""
     image = cv2.imread(str(MEDIA / name))
     if image is None:
         pytest.skip(f"{MEDIA / name} is not here (the shared media folder holds the test photographs)")
-    h, w = image.shape[:2]
-    crop_w = h * size[0] // size[1]
+    x0, y0, width = view
+    height = width * size[1] // size[0]
     frames = []
     for i in range(count):
-        x0 = (w - crop_w) // 2 + (i % 10) * pan - 10
-        frames.append(cv2.resize(image[:, x0 : x0 + crop_w], size, interpolation=cv2.INTER_AREA))
+        x = min(max(0, x0 + (i % 10) * pan), image.shape[1] - width)
+        frames.append(cv2.resize(image[y0 : y0 + height, x : x + width], size, interpolation=cv2.INTER_AREA))
     return frames
 
 
@@ -118,7 +126,7 @@ def make_clip(tmp_path, device_key):
 
     clips = tmp_path / "data" / "clips"
 
-    def make(frames, fps: float = 30.0, streams=(), **manifest_extra) -> Path:
+    def make(frames, fps: float = 30.0, streams=(), camera=None, **manifest_extra) -> Path:
         clips.mkdir(parents=True, exist_ok=True)
         clip_id = new_clip_id()
         partial = clips / f".partial-{clip_id}"
@@ -130,7 +138,7 @@ def make_clip(tmp_path, device_key):
         writer.release()
         times = [int(i * 1e9 / fps) for i in range(len(frames))]
         pq.write_table(pa.table({"camera": ["cam"] * len(frames), "frame_index": list(range(len(frames))), "capture_ns": times}), partial / "frames.parquet")
-        camera = {"name": "cam", "kind": "camera", "source": "test", "count": len(frames), "dropped": 0, "late": 0, "lost": 0, "parse_errors": {}, "gaps": []}
+        camera = {"name": "cam", "kind": "camera", "source": "test", "count": len(frames), "dropped": 0, "late": 0, "lost": 0, "parse_errors": {}, "gaps": [], **(camera or {})}
         manifest = {
             "clip_id": clip_id,
             "device_id": device_key.address,

@@ -103,7 +103,7 @@ def decode_ssd(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarra
     in input coordinates 0..1 (raw boxes are [dx, dy, w, h, keypoints...] relative to the anchor, in input pixels)."""
     scale = float(decode["box_scale"])
     clip = float(decode.get("score_clip", 100.0))
-    scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.reshape(raw_scores.shape[0], -1), -clip, clip)))
+    scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.reshape(raw_scores.shape[0], -1).astype(np.float64), -clip, clip)))
     out = []
     for b in range(raw_boxes.shape[0]):
         keep = np.nonzero(scores[b] >= threshold)[0]
@@ -113,8 +113,8 @@ def decode_ssd(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarra
         cy = raw[:, 1] / scale + a[:, 1]
         w = raw[:, 2] / scale
         h = raw[:, 3] / scale
-        kps = raw[:, 4:].reshape(len(keep), -1, 2) / scale + a[:, None, :]
-        rows = np.column_stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, scores[b, keep], kps.reshape(len(keep), -1)])
+        kps = raw[:, 4:].reshape(len(keep), (raw_boxes.shape[-1] - 4) // 2, 2) / scale + a[:, None, :]
+        rows = np.column_stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, scores[b, keep], kps.reshape(len(keep), kps.shape[1] * 2)])
         out.append(rows)
     return out
 
@@ -176,8 +176,8 @@ def palm_roi(row: np.ndarray, decode: Mapping) -> Roi:
     points up, shifted towards the fingers and enlarged to hold the whole hand."""
     x1, y1, x2, y2 = row[:4]
     k = row[5:].reshape(-1, 2)
-    start, end = int(decode.get("rotation_start", 0)), int(decode.get("rotation_end", 2))
-    target = math.radians(float(decode.get("rotation_target_deg", 90.0)))
+    start, end = (int(i) for i in decode.get("roi_rotation_keypoints", (0, 2)))
+    target = math.radians(float(decode.get("roi_rotation_target_degrees", 90.0)))
     angle = target - math.atan2(-(k[end, 1] - k[start, 1]), k[end, 0] - k[start, 0])
     angle = angle - 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
     w, h = x2 - x1, y2 - y1

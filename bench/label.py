@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import sys
 import tempfile
@@ -75,7 +76,8 @@ def main() -> int:
             wall += time.perf_counter() - started
             video_s += seconds
             frames += n
-            sampled += len(range(0, n, max(1, round(n / seconds / defaults.sample_fps))))
+            quality = json.loads((clip / "manifest.json").read_text())["quality"]
+            sampled += sum(c["sampled_frames"] for c in quality["cameras"].values())
         rows.append((device, models.provider, frames / wall, sampled / wall, video_s / wall))
     print(f"  {'asked':<9} {'provider':<28} {'video frames/s':>15} {'model frames/s':>15} {'real-time factor':>17}")
     for device, provider, fps, sps, rtf in rows:

@@ -167,7 +167,7 @@ class LabelerConfig:
     # auto: TensorRT, then CUDA, when a GPU is there; CPU otherwise. A GPU asked for but absent falls back to CPU.
     device: Device = Device.AUTO
     # Frames per second of video that the models see; every frame is still checked for freezes and blurred.
-    sample_fps: float = 5.0
+    sample_fps: float = 4.0
     batch_size: int = 8
     # onnxruntime threads per session; 0 lets onnxruntime choose (all cores).
     threads: int = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 import logging
 import shutil
 import time
@@ -122,7 +123,8 @@ class Labeler:
             raise LabelError(f"{path} cannot be opened as a video")
         result = VideoResult(fps=capture.get(cv2.CAP_PROP_FPS) or 30.0)
         result.extra = [[] for _ in self.models.extra]
-        step = max(1, round(result.fps / self.config.labeler.sample_fps))
+        # Frame i is sampled when it starts a new 1/sample_fps interval: exactly sample_fps on average.
+        per_frame = min(1.0, self.config.labeler.sample_fps / result.fps)
         margin = self.config.labeler.face_margin
         writer = None
         pending: deque[tuple[int, np.ndarray]] = deque()
@@ -130,12 +132,12 @@ class Labeler:
         sampled: list[int] = []  # sample frame indices already run, in order
         faces_at: dict[int, list] = {}
 
-        def run_batch() -> None:
-            frames = [rgb for _, rgb in batch]
-            hands = self.models.hands.detect(frames)
-            faces = self.models.faces.detect(frames)
-            extra = [c.scores(frames) for c in self.models.extra]
-            for k, (index, _) in enumerate(batch):
+        def infer(frames: list[np.ndarray]):
+            return self.models.hands.detect(frames), self.models.faces.detect(frames), [c.scores(frames) for c in self.models.extra]
+
+        def record(indices: list[int], found) -> None:
+            hands, faces, extra = found
+            for k, index in enumerate(indices):
                 result.hand_counts.append(len(hands[k]))
                 result.tracks.append((index / result.fps, [h.landmarks for h in hands[k]]))
                 result.privacy.add_sample(faces[k])
@@ -143,7 +145,6 @@ class Labeler:
                 sampled.append(index)
                 for m, scores in enumerate(extra):
                     result.extra[m].append(scores[k])
-            batch.clear()
 
         def flush(final: bool) -> None:
             nonlocal writer
@@ -165,31 +166,48 @@ class Labeler:
                         raise LabelError(f"cannot write the blurred video {target}")
                 writer.write(frame)
 
+        # The models run on one batch in a worker thread while this thread decodes, measures and writes the
+        # frames of the next: onnxruntime and OpenCV both release the GIL, so the two overlap on two cores.
+        running: tuple[list[int], Future] | None = None
+
+        def collect() -> None:
+            nonlocal running
+            if running is not None:
+                indices, future = running
+                running = None
+                record(indices, future.result())
+                flush(final=False)
+
         index = 0
-        try:
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                if index == 0:
-                    result.height, result.width = frame.shape[:2]
-                grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-                result.picture.add_frame(grey)
-                if index % step == 0:
-                    result.picture.add_sample(grey)
-                    batch.append((index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
-                pending.append((index, frame))
-                if len(batch) >= self.config.labeler.batch_size:
-                    run_batch()
-                    flush(final=False)
-                index += 1
-            if batch:
-                run_batch()
-            flush(final=True)
-        finally:
-            capture.release()
-            if writer is not None:
-                writer.release()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="knack-models") as models:
+            try:
+                while True:
+                    ok, frame = capture.read()
+                    if not ok:
+                        break
+                    if index == 0:
+                        result.height, result.width = frame.shape[:2]
+                    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+                    result.picture.add_frame(grey)
+                    if index == 0 or int(index * per_frame) != int((index - 1) * per_frame):
+                        result.picture.add_sample(grey)
+                        batch.append((index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+                    pending.append((index, frame))
+                    if len(batch) >= self.config.labeler.batch_size:
+                        collect()
+                        running = ([i for i, _ in batch], models.submit(infer, [rgb for _, rgb in batch]))
+                        batch = []
+                    index += 1
+                collect()
+                if batch:
+                    record([i for i, _ in batch], infer([rgb for _, rgb in batch]))
+                flush(final=True)
+            finally:
+                if running is not None:
+                    running[1].cancel()
+                capture.release()
+                if writer is not None:
+                    writer.release()
         return result
 
     def _annotate(self, manifest: dict, results: dict[str, VideoResult]) -> dict:

@@ -73,6 +73,8 @@ class OnnxModel:
         self.path = Path(path)
         wanted, note = choose_providers(device, ort.get_available_providers(), gpu_present(), tensorrt_installed())
         options = ort.SessionOptions()
+        # Idle onnxruntime threads spin by default, taking the core that decodes and writes the video.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

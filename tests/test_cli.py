@@ -55,6 +55,9 @@ device_time_field = "t_us"
     assert "Created device key 0x" in out.stdout and "clip(s) written, 0 failed" in out.stdout
     clips = list_clips(tmp_path / "share/knack/clips")
     assert len(clips) >= 2
+    # Each clip was labeled as it was written: test blocks on grey show no hands, so each is rejected with that reason.
+    assert f"{len(clips)} labeled: 0 accepted, {len(clips)} rejected" in out.stdout
+    assert all(json.loads((c / "manifest.json").read_text())["decision"]["reasons"][0]["code"] in ("no_hands", "too_short") for c in clips)
     out = knack("verify", *map(str, clips), env=env)
     assert out.stdout.count("OK ") == len(clips)
     # Tamper with one byte of one clip: verify names the clip and the file, and fails.
@@ -75,6 +78,12 @@ def test_demo_runs_end_to_end_on_the_bundled_sample(env, tmp_path):
     assert len(clips) >= 2
     manifest = json.loads((clips[0] / "manifest.json").read_text())
     assert {s["kind"] for s in manifest["streams"]} == {"camera", "serial"}
+    # Every clip is labeled and decided; the sample's first seconds show hands at work and are accepted.
+    assert "ACCEPTED" in out.stdout
+    for clip in clips:
+        manifest = json.loads((clip / "manifest.json").read_text())
+        assert manifest["labels"]["execution_provider"] == "CPUExecutionProvider"
+        assert manifest["decision"]["status"] in ("accepted", "rejected") and manifest["privacy"]["method"]
 
 
 def test_doctor_shows_config_data_dir_and_reachable_parts(tmp_path, env, simulated_port):
@@ -88,6 +97,9 @@ def test_doctor_shows_config_data_dir_and_reachable_parts(tmp_path, env, simulat
     assert re.search(r"ok +serial imu ", out.stdout)
     assert re.search(r"fail +ipfs daemon +/ip4/127.0.0.1/tcp/9/http is not reachable", out.stdout)
     assert re.search(r"ok +onnxruntime", out.stdout)
+    assert re.search(r"ok +model palm_detection +mediapipe-palm-detection-lite 0.10.14 on CPUExecutionProvider", out.stdout)
+    assert re.search(r"ok +model face_detection +mediapipe-face-detection-full-range", out.stdout)
+    assert re.search(r"(ok|info) +execution provider +CPUExecutionProvider", out.stdout)
     assert out.returncode == 1  # something configured is unreachable
     assert "correct horse" not in out.stdout
 

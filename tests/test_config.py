@@ -25,6 +25,13 @@ binary_fields = ["t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz"]
 device_time_field = "t_us"
 device_time_unit = "us"
 parity = "E"
+[labeler]
+device = "cuda"
+sample_fps = 2.5
+extra_cards = ["/srv/knack/models/butchery.toml"]
+[policy]
+min_hand_fraction = 0.6
+min_luma = 35
 """
 
 
@@ -72,6 +79,20 @@ def test_environment_overrides_single_values(tmp_path):
         load(write(tmp_path, GOOD), env={"KNACK_RECORDER_CLIP_SECONDS": "soon"})
 
 
+def test_environment_overrides_every_kind_of_setting(tmp_path):
+    from collector.config import Device
+
+    env = {"KNACK_LABELER_DEVICE": "cpu", "KNACK_LABELER_BATCH_SIZE": "4", "KNACK_LABELER_BLUR_FACES": "false", "KNACK_LABELER_EXTRA_CARDS": "a.toml, b.toml"}
+    config = load(write(tmp_path, GOOD), env=env)
+    assert config.labeler.device is Device.CPU and config.labeler.batch_size == 4
+    assert config.labeler.blur_faces is False and config.labeler.extra_cards == ("a.toml", "b.toml")
+    assert config.labeler.sample_fps == 2.5 and config.policy.min_hand_fraction == 0.6
+    with pytest.raises(ConfigError, match=r"KNACK_LABELER_BATCH_SIZE = 'many' is not valid: expected an integer"):
+        load(write(tmp_path, GOOD), env={"KNACK_LABELER_BATCH_SIZE": "many"})
+    with pytest.raises(ConfigError, match=r"KNACK_LABELER_BLUR_FACES = 'maybe' is not valid: expected true or false"):
+        load(write(tmp_path, GOOD), env={"KNACK_LABELER_BLUR_FACES": "maybe"})
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -84,6 +105,10 @@ def test_environment_overrides_single_values(tmp_path):
         ('[[serial]]\nprotocol = "binary"\nbinary_format = "<Qf"\nbinary_fields = ["t"]', "serial[0].binary_fields = ('t',) is not valid: expected 2 names"),
         ('[[serial]]\nname = "a"\n[[camera]]\nname = "a"', "serial[0].name = 'a' is not valid: expected a name no other stream uses"),
         ("cameras = 1", "cameras is not a known setting"),
+        ('[labeler]\ndevice = "gpu"', "labeler.device = 'gpu' is not valid: expected one of 'auto', 'cuda', 'tensorrt', 'cpu'"),
+        ("[labeler]\nsample_fps = 0", "labeler.sample_fps = 0.0 is not valid: expected frames per second between 0 and 240"),
+        ("[policy]\nmin_hand_fraction = 1.5", "policy.min_hand_fraction = 1.5 is not valid: expected a fraction between 0 and 1"),
+        ("[policy]\nmin_luma = 200\nmax_luma = 100", "policy.min_luma/max_luma = (200.0, 100.0) is not valid"),
         ("[recorder\n", "is not valid TOML"),
     ],
 )

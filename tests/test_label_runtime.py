@@ -25,7 +25,8 @@ def test_tensorrt_first_where_installed():
 def test_cuda_requested_without_a_gpu_falls_back_to_cpu_with_a_reason():
     providers, note = choose_providers(Device.CUDA, ALL, gpu=False, tensorrt=False)
     assert providers == [CPU]
-    assert note == "device = 'cuda' but no NVIDIA GPU or driver was found: labeling runs on the CPU"
+    assert note == "labeler.device = 'cuda' asks for the GPU, but no NVIDIA GPU or driver was found: labeling runs on the CPU"
+    assert choose_providers(Device.AUTO, ALL, gpu=False, tensorrt=False) == ([CPU], "no NVIDIA GPU or driver was found: labeling runs on the CPU")
     providers, note = choose_providers(Device.CUDA, [CPU], gpu=True, tensorrt=False)
     assert providers == [CPU] and "has no CUDA provider" in note
 

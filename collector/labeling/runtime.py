@@ -54,7 +54,8 @@ def choose_providers(device: Device, available: list[str], gpu: bool, tensorrt: 
     elif not gpu:
         missing = "no NVIDIA GPU or driver was found"
     if missing:
-        return [CPU], f"device = {device.value!r} but {missing}: labeling runs on the CPU"
+        asked = "" if device is Device.AUTO else f"labeler.device = {device.value!r} asks for the GPU, but "
+        return [CPU], f"{asked}{missing}: labeling runs on the CPU"
     providers = [CUDA, CPU]
     if TENSORRT in available and (device is Device.TENSORRT or (device is Device.AUTO and tensorrt)):
         if tensorrt:

@@ -139,7 +139,7 @@ def run_recording(config, key, duration: float | None, until_sources_end: bool =
     written and the labeling results.
 
     Each clip is labeled in the background as soon as it is sealed (labeler.label_on_record)."""
-    from collector.pipeline import LabelWorker
+    from collector.pipeline import LabelWorker, unlabeled
     from collector.recorder import Recorder
     from collector.sources import make_sources
 
@@ -161,6 +161,13 @@ def run_recording(config, key, duration: float | None, until_sources_end: bool =
     recorder.start()
     for message in recorder.recovered:
         print(message)
+    if worker is not None:
+        # After start: clips salvaged from a crash are sealed by now; the first new clip is seconds away.
+        backlog = [c for c in unlabeled(config.clips_path) if c.name not in {w.clip_id for w in written}]
+        if backlog and not quiet:
+            print(f"{len(backlog)} earlier clip(s) not labeled yet: labeling them in the background", flush=True)
+        for clip in backlog:
+            worker.submit(clip)
     started = time.monotonic()
     last_print = 0.0
     while not stop.wait(0.2):

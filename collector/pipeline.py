@@ -2,6 +2,7 @@
 on the models. Later stages (the outbox) hang off the same queue."""
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -12,6 +13,20 @@ from collector.config import Config
 from collector.identity import DeviceKey
 
 log = logging.getLogger("knack.pipeline")
+
+
+def unlabeled(clips_dir: Path) -> list[Path]:
+    """Clips with no decision yet: recorded while labeling was off, or cut short by a crash or power loss."""
+    from collector.bundle import MANIFEST, list_clips
+
+    waiting = []
+    for clip in list_clips(clips_dir):
+        try:
+            if json.loads((clip / MANIFEST).read_text(encoding="utf-8")).get("decision") is None:
+                waiting.append(clip)
+        except (OSError, ValueError):
+            continue  # `knack verify` names what is wrong with it
+    return waiting
 
 
 class LabelWorker:

@@ -269,3 +269,24 @@ def test_the_worker_labels_clips_in_the_background_and_reports_failures(make_cli
     worker.close(timeout=60)
     assert [r.clip_id for r in seen] == [good.name]
     assert worker.failed and worker.failed[0][0] == bad
+
+
+def test_a_short_blurred_video_never_replaces_the_original(tmp_path):
+    from collector.labeling.labeler import _check_complete
+
+    video = tmp_path / "v.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30, (64, 48))
+    for i in range(10):
+        writer.write(np.full((48, 64, 3), i * 20, np.uint8))
+    writer.release()
+    _check_complete(video, 10)
+    with pytest.raises(LabelError, match="holds 10 of 12 frames"):
+        _check_complete(video, 12)
+
+
+def test_clips_left_unlabeled_are_found_for_the_backlog(make_clip, labeler):
+    from collector.pipeline import unlabeled
+
+    done, waiting = make_clip(person(12)), make_clip(person(12))
+    labeler().label(done)
+    assert unlabeled(done.parent) == [waiting]

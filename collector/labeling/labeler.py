@@ -71,6 +71,16 @@ class VideoResult:
         return out
 
 
+def _check_complete(video: Path, frames: int) -> None:
+    """OpenCV's writer reports no write error (a full disk gives a short file): count what it wrote
+    before the blurred video may replace the original."""
+    capture = cv2.VideoCapture(str(video))
+    written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    if written != frames:
+        raise LabelError(f"the blurred video holds {written} of {frames} frames (disk full?): the clip keeps its original video and stays unlabeled")
+
+
 class Labeler:
     """Holds the model sessions (created once) and labels clips one after another."""
 
@@ -100,6 +110,8 @@ class Labeler:
                 results[name] = self._video(video, target)
                 if target is not None and not results[name].privacy.frames_blurred:
                     target.unlink(missing_ok=True)
+                elif target is not None:
+                    _check_complete(target, results[name].picture.frames)
             manifest = self._annotate(manifest, results)
             blurred = any(r.privacy.frames_blurred for r in results.values())
             if blurred:

@@ -290,3 +290,16 @@ def test_clips_left_unlabeled_are_found_for_the_backlog(make_clip, labeler):
     done, waiting = make_clip(person(12)), make_clip(person(12))
     labeler().label(done)
     assert unlabeled(done.parent) == [waiting]
+
+
+def test_a_labeler_that_cannot_start_leaves_clips_unlabeled_and_says_why(make_clip, tmp_path, device_key, caplog):
+    from collector.pipeline import LabelWorker, unlabeled
+
+    clip = make_clip(person(12))
+    config = from_mapping({"data_dir": str(tmp_path / "data"), "labeler": {"extra_cards": [str(tmp_path / "missing.toml")]}}).validate()
+    worker = LabelWorker(config, device_key).start()
+    worker.submit(clip)
+    worker.close(timeout=60)
+    assert worker.failed == [(clip, "labeler not available")]
+    assert "labeler cannot start" in caplog.text and "missing.toml does not exist" in caplog.text
+    assert unlabeled(clip.parent) == [clip] and verify_bundle(clip).ok

@@ -17,6 +17,14 @@ class Reason:
         return {"code": self.code, "message": self.message, "value": self.value, "limit": self.limit}
 
 
+# The recorder's per-stream counts: (measured fraction, policy limit, reason code, sentence).
+_STREAM_LIMITS = (
+    ("frame_drop_fraction", "max_frame_drop_fraction", "frame_drops", "camera {name} dropped {value} of its frames (limit {limit})"),
+    ("sample_loss_fraction", "max_sample_loss_fraction", "sample_loss", "sensor {name} lost {value} of its samples (limit {limit})"),
+    ("parse_error_rate", "max_parse_error_rate", "parse_errors", "sensor {name}: {value} of what it sent did not parse (limit {limit})"),
+)
+
+
 def _pct(x: float) -> str:
     return f"{x * 100:.0f}%"
 
@@ -54,15 +62,10 @@ def decide(facts: dict, policy: PolicyConfig) -> list[Reason]:
         if frozen > policy.max_frozen_fraction:
             reasons.append(Reason("frozen", f"frozen video{where(name)}: {_pct(frozen)} of frames repeat the one before (limit {_pct(policy.max_frozen_fraction)})", frozen, policy.max_frozen_fraction))
     for name, s in facts.get("streams", {}).items():
-        drops = s.get("frame_drop_fraction", 0.0)
-        if drops > policy.max_frame_drop_fraction:
-            reasons.append(Reason("frame_drops", f"camera {name} dropped {_pct(drops)} of its frames (limit {_pct(policy.max_frame_drop_fraction)})", drops, policy.max_frame_drop_fraction))
-        loss = s.get("sample_loss_fraction", 0.0)
-        if loss > policy.max_sample_loss_fraction:
-            reasons.append(Reason("sample_loss", f"sensor {name} lost {_pct(loss)} of its samples (limit {_pct(policy.max_sample_loss_fraction)})", loss, policy.max_sample_loss_fraction))
-        errors = s.get("parse_error_rate", 0.0)
-        if errors > policy.max_parse_error_rate:
-            reasons.append(Reason("parse_errors", f"sensor {name}: {_pct(errors)} of what it sent did not parse (limit {_pct(policy.max_parse_error_rate)})", errors, policy.max_parse_error_rate))
+        for key, limit_name, code, sentence in _STREAM_LIMITS:
+            value, limit = s.get(key, 0.0), getattr(policy, limit_name)
+            if value > limit:
+                reasons.append(Reason(code, sentence.format(name=name, value=_pct(value), limit=_pct(limit)), value, limit))
         gap = s.get("longest_gap_s", 0.0)
         if gap > policy.max_gap_s:
             reasons.append(Reason("stream_gap", f"{name} was missing for {gap:.1f} s (limit {policy.max_gap_s:g} s)", gap, policy.max_gap_s))

@@ -98,15 +98,14 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
     return predicate()
 
 
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "media"
+MEDIA = Path(__file__).resolve().parent / "media"  # real photographs, see media/SOURCES.md
 
 
 def photo_frames(name: str, count: int, view=(0, 100, 640), size=(640, 480), pan: int = 2) -> list:
     """Frames of a real photograph as a 640x480 camera would see it: the 4:3 window `view` = (x, y, width) of
     the photo, panning slowly so that no frame repeats the one before."""
     image = cv2.imread(str(MEDIA / name))
-    if image is None:
-        pytest.skip(f"{MEDIA / name} is not here (the shared media folder holds the test photographs)")
+    assert image is not None, f"{MEDIA / name} is missing or unreadable"
     x0, y0, width = view
     height = width * size[1] // size[0]
     frames = []

@@ -126,7 +126,7 @@ class Labeler:
             raise
         outcome = manifest["decision"]
         labeled = Labeled(manifest["clip_id"], clip, outcome["accepted"], outcome["summary"], manifest["quality"]["score"], sum(r.privacy.frames_blurred for r in results.values()), time.monotonic() - started)
-        log.info("clip %s: %s (quality %.2f, %.1f s)", labeled.clip_id, labeled.summary, labeled.score, labeled.seconds)
+        log.debug("clip %s: %s (quality %.2f, %.1f s)", labeled.clip_id, labeled.summary, labeled.score, labeled.seconds)
         return labeled
 
     def _video(self, path: Path, target: Path | None) -> VideoResult:

@@ -228,6 +228,90 @@ def cmd_label(args) -> int:
     return 1 if failed else 0
 
 
+def open_outbox(config):
+    """The outbox and the content store of this data directory, with every labeled clip on disk known."""
+    from collector.bundle import list_clips
+    from storage.ipfs import open_store
+    from storage.outbox import Outbox
+    from storage.pinner import enqueue_all
+
+    outbox = Outbox(config.data_path / "outbox.sqlite")
+    enqueue_all(outbox, list_clips(config.clips_path))
+    return outbox, open_store(config.storage.ipfs_api, config.data_path)
+
+
+def cmd_cid(args) -> int:
+    from storage.unixfs import UnixfsError, add_path
+
+    try:
+        print(add_path(args.path).cid)
+    except UnixfsError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
+
+
+def cmd_pin(args) -> int:
+    from storage.pinner import pin_due
+
+    outbox, store = open_outbox(_load(args))
+    failed = 0
+    for result in pin_due(outbox, store):
+        failed += bool(result.error)
+        print(f"{'pinned ' if not result.error else 'FAILED '} {result.clip_id}  {result.cid or ''}{'  ' + result.error if result.error else ''}")
+    counts = outbox.counts()
+    print(f"{counts['pinned']} pinned, {counts['accepted']} waiting to be pinned")
+    return 1 if failed else 0
+
+
+def cmd_status(args) -> int:
+    import datetime
+
+    outbox, store = open_outbox(_load(args))
+    counts = outbox.counts()
+    if args.json:
+        oldest = outbox.oldest_pending()
+        print(json.dumps({"counts": counts, "store": store.name, "oldest_pending": oldest.__dict__ if oldest else None, "clips": [e.__dict__ for e in outbox.entries()]}, indent=2, default=str))
+        return 0
+    print(f"Store: {store.name}")
+    print("  ".join(f"{state} {n}" for state, n in counts.items()))
+    oldest = outbox.oldest_pending()
+    if oldest:
+        age = datetime.timedelta(seconds=int(time.time() - oldest.created))
+        print(f"Oldest pending: {oldest.clip_id} ({oldest.state}, waiting {age})" + (f", last error: {oldest.last_error}" if oldest.last_error else ""))
+    for entry in outbox.entries():
+        if entry.last_error:
+            print(f"  {entry.clip_id}  {entry.state}  try {entry.attempts}: {entry.last_error}")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    outbox, _ = open_outbox(_load(args))
+    count = outbox.retry(args.clip_id or None)
+    print(f"{count} clip(s) will be tried again at once (run `knack pin`, or they go with the next recording)")
+    return 0
+
+
+def cmd_export_car(args) -> int:
+    from collector.bundle import MANIFEST
+    from storage.cid import Cid
+    from storage.ipfs import EmbeddedStore
+
+    config = _load(args)
+    clip = Path(args.clip)
+    if not (clip / MANIFEST).is_file():
+        candidate = config.clips_path / args.clip
+        clip = candidate if (candidate / MANIFEST).is_file() else clip
+    if not (clip / MANIFEST).is_file():
+        raise ConfigError(f"{args.clip} is not a clip directory or a clip id under {config.clips_path}")
+    store = EmbeddedStore(config.data_path / "ipfs" / "blocks.sqlite")
+    root = store.add(clip)
+    out = Path(args.output or f"{clip.name}.car")
+    with open(out, "wb") as f:
+        blocks = store.export_car(root, f)
+    print(f"{out}: CARv1 with root {root}, {blocks} blocks (import with `ipfs dag import {out}`)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from collector.demo import run_demo
 
@@ -266,6 +350,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="label clips again: hands, faces blurred, quality, accept/reject (re-signs the manifest)")
     p.add_argument("clip_dir", nargs="+")
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("cid", help="print the IPFS CID of a file or directory without storing it (ipfs add -r -Q --only-hash --cid-version=1)")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_cid)
+
+    p = sub.add_parser("pin", help="pin every accepted clip that is due to the content store now")
+    p.set_defaults(func=cmd_pin)
+
+    p = sub.add_parser("status", help="clips by state in the outbox, the oldest pending one, and errors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("retry", help="try failed or waiting uploads again now")
+    p.add_argument("clip_id", nargs="*", help="clip ids (default: every pending clip)")
+    p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("export-car", help="write a clip as a CARv1 file that any IPFS node imports")
+    p.add_argument("clip", help="a clip directory or clip id")
+    p.add_argument("-o", "--output", help="file to write (default: <clip_id>.car)")
+    p.set_defaults(func=cmd_export_car)
 
     p = sub.add_parser("verify", help="check every file hash and the device signature of clip bundles")
     p.add_argument("clip_dir", nargs="+")

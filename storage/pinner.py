@@ -1,0 +1,120 @@
+"""Moves accepted clips from the outbox into the content store: accepted -> pinned, exactly once."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.cid import Cid
+from storage.ipfs import CidMismatch, ContentStore, StoreUnavailable
+from storage.outbox import Outbox
+
+log = logging.getLogger("knack.storage")
+
+
+def enqueue(outbox: Outbox, clip: Path) -> str | None:
+    """Puts a labeled clip bundle into the outbox from its manifest (idempotent); returns the state
+    it entered with, or None when the clip has no decision yet."""
+    try:
+        manifest = json.loads((clip / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    decision = manifest.get("decision")
+    if not decision:
+        return None
+    state = "accepted" if decision.get("accepted") else "rejected"
+    outbox.record(manifest["clip_id"], clip, state, "" if decision.get("accepted") else decision.get("summary", ""))
+    return state
+
+
+def enqueue_all(outbox: Outbox, clips: list[Path]) -> int:
+    """Every labeled clip on disk that the outbox does not know yet (after a crash between labeling and
+    the outbox, or clips labeled before the outbox existed); returns how many were new."""
+    known = {e.clip_id for e in outbox.entries()}
+    new = 0
+    for clip in clips:
+        if clip.name not in known and enqueue(outbox, clip):
+            new += 1
+    return new
+
+
+@dataclass(frozen=True)
+class PinResult:
+    clip_id: str
+    cid: str | None
+    error: str = ""
+
+
+def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None) -> list[PinResult]:
+    """Pins every accepted clip that is due. A store that is down stops the round (the rest would fail
+    the same way) and schedules a retry; a clip whose CID disagrees stops until `knack retry`."""
+    results = []
+    for entry in outbox.due("accepted", now):
+        path = Path(entry.path)
+        if not (path / "manifest.json").is_file():
+            error = f"clip directory {path} is gone: nothing to pin"
+            outbox.failed(entry.clip_id, error, retry=False)
+            results.append(PinResult(entry.clip_id, entry.cid, error))
+            continue
+        try:
+            cid = store.add(path, Cid.parse(entry.cid) if entry.cid else None)
+        except StoreUnavailable as exc:
+            wait = outbox.failed(entry.clip_id, str(exc))
+            log.warning("clip %s not pinned, retry in %.0f s: %s", entry.clip_id, wait, exc)
+            results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
+            break
+        except CidMismatch as exc:
+            outbox.failed(entry.clip_id, str(exc), retry=False)
+            log.error("clip %s not pinned: %s", entry.clip_id, exc)
+            results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
+            continue
+        except OSError as exc:  # a full disk, an unreadable file: worth another try later
+            wait = outbox.failed(entry.clip_id, f"{exc.strerror or exc} while pinning")
+            log.warning("clip %s not pinned, retry in %.0f s: %s", entry.clip_id, wait, exc)
+            results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
+            continue
+        outbox.set_cid(entry.clip_id, str(cid))
+        outbox.advance(entry.clip_id, str(cid), "accepted", "pinned")
+        results.append(PinResult(entry.clip_id, str(cid)))
+    return results
+
+
+class Pinner:
+    """A background thread that pins what is due every few seconds and at once when woken."""
+
+    def __init__(self, outbox: Outbox, store: ContentStore, interval: float = 5.0, on_pinned=None):
+        self.outbox, self.store, self.interval, self.on_pinned = outbox, store, interval, on_pinned
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="knack-pinner", daemon=True)
+
+    def start(self) -> "Pinner":
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stops after one last round (when `drain`), so clips accepted just now are pinned too."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if drain:
+            self._round()
+
+    def _round(self) -> None:
+        for result in pin_due(self.outbox, self.store):
+            if self.on_pinned:
+                self.on_pinned(result)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._round()
+            except Exception:  # the thread must outlive one bad round; the outbox keeps every clip
+                log.exception("pinning round failed")
+            self._wake.wait(self.interval)
+            self._wake.clear()

@@ -1,0 +1,145 @@
+"""The outbox: idempotent transitions, backoff, and every accepted clip pinned exactly once through
+kill -9, a store that fails, and a full disk."""
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from storage.cid import Cid
+from storage.ipfs import EmbeddedStore, StoreUnavailable
+from storage.outbox import BACKOFF_MAX_S, NEVER, Outbox, backoff
+from storage.pinner import enqueue_all, pin_due
+from storage.unixfs import add_path
+
+ACCEPTED = {"status": "accepted", "accepted": True, "reasons": [], "summary": "accepted: every check passed"}
+REJECTED = {"status": "rejected", "accepted": False, "reasons": [{"code": "no_hands"}], "summary": "rejected: no hands in 90% of frames"}
+
+
+def noise_frames(count, seed, size=(240, 320)):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+@pytest.fixture
+def clips(make_clip):
+    def make(n, decision=ACCEPTED, frames=10, size=(240, 320)):
+        return [make_clip(noise_frames(frames, seed, size), decision=decision) for seed in range(n)]
+
+    return make
+
+
+def test_transitions_are_idempotent_and_keyed_by_clip_and_cid(tmp_path):
+    outbox = Outbox(tmp_path / "o.sqlite")
+    assert outbox.record("c1", "/clips/c1", "labeled") is True
+    assert outbox.record("c1", "/elsewhere", "recorded") is False  # known clips keep their row
+    assert outbox.decide("c1", True) and not outbox.decide("c1", False)
+    outbox.set_cid("c1", "bafyA")
+    outbox.set_cid("c1", "bafyB")  # the first CID stays
+    assert outbox.get("c1").cid == "bafyA"
+    assert not outbox.advance("c1", "bafyB", "accepted", "pinned")
+    assert outbox.advance("c1", "bafyA", "accepted", "pinned")
+    assert not outbox.advance("c1", "bafyA", "accepted", "pinned")  # again: nothing happens
+    assert outbox.get("c1").state == "pinned"
+    with pytest.raises(ValueError, match="not a step forward"):
+        outbox.advance("c1", "bafyA", "pinned", "accepted")
+    assert outbox.counts()["pinned"] == 1
+
+
+def test_backoff_doubles_with_jitter_and_errors_are_kept_in_words(tmp_path):
+    rng = random.Random(1)
+    waits = [backoff(n, rng) for n in range(1, 12)]
+    assert 2.5 <= waits[0] <= 5 and 5 <= waits[1] <= 10 and 10 <= waits[2] <= 20
+    assert max(waits) <= BACKOFF_MAX_S
+    outbox = Outbox(tmp_path / "o.sqlite")
+    outbox.record("c1", "/clips/c1", "accepted")
+    outbox.failed("c1", "IPFS daemon at /ip4/127.0.0.1/tcp/5001/http is not reachable (add): refused")
+    entry = outbox.get("c1")
+    assert entry.attempts == 1 and entry.next_try > time.time() and "not reachable" in entry.last_error
+    assert outbox.due("accepted") == []
+    assert outbox.retry() == 1 and [e.clip_id for e in outbox.due("accepted")] == ["c1"]
+    outbox.failed("c1", "CID mismatch", retry=False)
+    assert outbox.get("c1").next_try == NEVER and outbox.oldest_pending().clip_id == "c1"
+
+
+def test_labeled_clips_on_disk_enter_the_outbox_once(tmp_path, clips):
+    accepted, rejected = clips(2), clips(1, REJECTED)
+    outbox = Outbox(tmp_path / "o.sqlite")
+    assert enqueue_all(outbox, accepted + rejected) == 3
+    assert enqueue_all(outbox, accepted + rejected) == 0
+    counts = outbox.counts()
+    assert counts["accepted"] == 2 and counts["rejected"] == 1
+    assert outbox.get(rejected[0].name).reason == "rejected: no hands in 90% of frames"
+
+
+class FlakyStore:
+    """The real embedded store behind a fault injector: the given calls raise before the store is touched."""
+
+    def __init__(self, store, faults):
+        self.store, self.faults, self.name, self.calls = store, faults, "flaky", 0
+
+    def add(self, path, expected=None):
+        self.calls += 1
+        fault = self.faults.get(self.calls)
+        if fault:
+            raise fault
+        return self.store.add(path, expected)
+
+    def is_pinned(self, cid):
+        return self.store.is_pinned(cid)
+
+
+def test_a_store_that_goes_away_and_a_full_disk_delay_clips_but_lose_none(tmp_path, clips):
+    made = clips(4)
+    outbox = Outbox(tmp_path / "o.sqlite")
+    enqueue_all(outbox, made)
+    store = EmbeddedStore(tmp_path / "blocks.sqlite")
+    flaky = FlakyStore(store, {2: StoreUnavailable("IPFS daemon went away"), 4: OSError(errno.ENOSPC, "No space left on device")})
+    first = pin_due(outbox, flaky)
+    # One pinned, then the store was gone: the round stops and that clip waits.
+    assert [bool(r.error) for r in first] == [False, True]
+    later = time.time() + BACKOFF_MAX_S * 2
+    second = pin_due(outbox, flaky, now=later)
+    assert any("No space left" in r.error for r in second)
+    third = pin_due(outbox, flaky, now=later * 2)
+    assert all(not r.error for r in third)
+    assert outbox.counts()["pinned"] == 4
+    for clip in made:
+        entry = outbox.get(clip.name)
+        assert entry.state == "pinned" and Cid.parse(entry.cid) == add_path(clip).cid and store.is_pinned(Cid.parse(entry.cid))
+    assert len(store.blocks.pins()) == 4
+
+
+def test_kill_9_at_random_points_then_restart_pins_every_clip_exactly_once(tmp_path, clips):
+    made = clips(6, frames=20, size=(480, 640))  # noise does not compress: a few MB per clip
+    data = made[0].parent.parent
+    env = dict(os.environ, KNACK_DATA_DIR=str(data), XDG_CONFIG_HOME=str(tmp_path / "no-config"))
+    env.pop("KNACK_CONFIG", None)
+    rng = random.Random(7)
+    kills = 0
+    for attempt in range(40):
+        proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "pin"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            proc.wait(timeout=rng.uniform(0.4, 1.6))
+            if proc.returncode == 0 and Outbox(data / "outbox.sqlite").counts()["accepted"] == 0:
+                break
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    else:
+        pytest.fail("the clips were never all pinned")
+    assert kills >= 1, "the loop must have killed the pinner at least once to prove anything"
+    outbox = Outbox(data / "outbox.sqlite")
+    assert outbox.counts()["pinned"] == len(made)
+    store = EmbeddedStore(data / "ipfs" / "blocks.sqlite")
+    pins = [cid for cid, _ in store.blocks.pins()]
+    assert sorted(map(str, pins)) == sorted(str(add_path(c).cid) for c in made), "each clip pinned once, under its own CID"
+    for cid in pins:
+        assert sum(1 for _ in store.blocks.walk(cid)) > 0  # every block there and intact
+    assert all(outbox.get(c.name).attempts == 0 for c in made)

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from collector.config import ConfigError, load
@@ -134,19 +135,46 @@ def _print_labeled(result) -> None:
         print(f"           {result.summary}", flush=True)
 
 
-def run_recording(config, key, duration: float | None, until_sources_end: bool = False, quiet: bool = False, label: bool | None = None) -> tuple[object, list, list]:
-    """Records until Ctrl-C, `duration`, or (for file cameras) their end; returns the recorder, the clips
-    written and the labeling results.
+@dataclass
+class Recording:
+    recorder: object
+    written: list  # ClipWritten, as sealed
+    labeled: list  # Labeled results
+    pinned: list  # PinResult of each pinning attempt
 
-    Each clip is labeled in the background as soon as it is sealed (labeler.label_on_record)."""
+
+def run_recording(config, key, duration: float | None, until_sources_end: bool = False, quiet: bool = False, label: bool | None = None) -> Recording:
+    """Records until Ctrl-C, `duration`, or (for file cameras) their end.
+
+    Each clip is labeled in the background as soon as it is sealed (labeler.label_on_record), and each
+    accepted clip goes through the outbox to the content store (pinned), also in the background."""
     from collector.pipeline import LabelWorker, unlabeled
     from collector.recorder import Recorder
     from collector.sources import make_sources
 
+    from storage.pinner import Pinner, enqueue
+
     written = []
     tty = sys.stdout.isatty()
     label = config.labeler.label_on_record if label is None else label
-    worker = LabelWorker(config, key, on_labeled=None if quiet else _print_labeled).start() if label else None
+    outbox, store = open_outbox(config)
+    pinned: list = []
+
+    def on_pinned(result) -> None:
+        pinned.append(result)
+        if not quiet:
+            print(f"  {'pinned' if not result.error else 'not pinned'} {result.clip_id}  {result.cid or ''}{'  ' + result.error if result.error else ''}", flush=True)
+
+    pinner = Pinner(outbox, store, on_pinned=on_pinned).start()
+
+    def on_labeled(result) -> None:
+        if not quiet:
+            _print_labeled(result)
+        # The decision is in the signed manifest; the outbox takes it from there and the pinner is woken.
+        enqueue(outbox, result.path)
+        pinner.wake()
+
+    worker = LabelWorker(config, key, on_labeled=on_labeled).start() if label else None
 
     def on_clip(clip) -> None:
         written.append(clip)
@@ -188,7 +216,8 @@ def run_recording(config, key, duration: float | None, until_sources_end: bool =
         worker.close()
         for clip, reason in worker.failed:
             print(f"clip {clip.name} was not labeled: {reason} (run `knack label {clip}` to try again)")
-    return recorder, written, worker.labeled if worker is not None else []
+    pinner.close(drain=True)
+    return Recording(recorder, written, worker.labeled if worker is not None else [], pinned)
 
 
 def cmd_record(args) -> int:
@@ -201,10 +230,11 @@ def cmd_record(args) -> int:
         raise ConfigError("no sources configured: add [[camera]] and/or [[serial]] tables to knack.toml (see `knack devices`)")
     key = device_key(config)
     print(f"Recording to {config.clips_path} as device {key.address}; stop with Ctrl-C")
-    recorder, written, labeled = run_recording(config, key, args.duration, until_sources_end=args.until_end, label=False if args.no_label else None)
-    accepted = sum(r.accepted for r in labeled)
-    print(f"{len(written)} clip(s) written, {recorder.totals.failed} failed; {len(labeled)} labeled: {accepted} accepted, {len(labeled) - accepted} rejected")
-    return 1 if recorder.totals.failed else 0
+    run = run_recording(config, key, args.duration, until_sources_end=args.until_end, label=False if args.no_label else None)
+    accepted = sum(r.accepted for r in run.labeled)
+    pinned = sum(not p.error for p in run.pinned)
+    print(f"{len(run.written)} clip(s) written, {run.recorder.totals.failed} failed; {len(run.labeled)} labeled: {accepted} accepted, {len(run.labeled) - accepted} rejected; {pinned} pinned")
+    return 1 if run.recorder.totals.failed else 0
 
 
 def cmd_label(args) -> int:

@@ -34,7 +34,8 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
         config = demo_config(base, target, sim.port, clip_seconds)
         print(f"1. capture  camera={SAMPLE_VIDEO.name}  serial={sim.port}  -> {config.clips_path}")
         print("2. label    hands, faces (blurred), picture and stream quality, accept/reject: each clip as it is written")
-        recorder, written, labeled = run_recording(config, key, duration=30.0, until_sources_end=True, quiet=True)
+        run = run_recording(config, key, duration=30.0, until_sources_end=True, quiet=True)
+    recorder, written, labeled = run.recorder, run.written, run.labeled
     print(f"   {recorder.totals.frames} frames and {recorder.totals.samples} sensor samples on one clock, cut into {len(written)} clip(s)")
     for result in sorted(labeled, key=lambda r: r.clip_id):
         manifest = json.loads((result.path / "manifest.json").read_text())
@@ -44,7 +45,12 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
               f"{faces['faces']} face(s) blurred in {faces['frames_blurred']} frames, quality {result.score:.2f}  [{manifest['labels']['execution_provider']}]")
         if not result.accepted:
             print(f"            {result.summary}")
-    print("3. verify   every file hash and the device signature (re-signed after labeling)")
+    print("3. store    accepted clips pinned by CID in the embedded IPFS block store, through the outbox")
+    for result in run.pinned:
+        print(f"   {'PINNED  ' if not result.error else 'NOT YET '} {result.clip_id}  {result.cid or ''}{'  ' + result.error if result.error else ''}")
+    if not run.pinned:
+        print("   no clip was accepted, so none was pinned")
+    print("4. verify   every file hash and the device signature (re-signed after labeling)")
     failed = 0
     for clip in written:
         result = verify_bundle(clip.path)
@@ -58,4 +64,8 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
         failed += len(written) - len(labeled)
     print(f"\nDone: {len(written) - failed} verified clip bundle(s) under {config.clips_path}")
     print(f"Check one yourself:  knack verify {written[0].path}")
+    if any(not p.error for p in run.pinned):
+        first = next(p for p in run.pinned if not p.error)
+        print(f"Its content id, computed again from the files:  knack cid {config.clips_path / first.clip_id}   (expect {first.cid})")
+    print(f"Outbox:  knack status   (KNACK_DATA_DIR={target})")
     return 1 if failed else 0

@@ -20,3 +20,4 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/capture.py
 	$(PY) bench/label.py
+	$(PY) bench/cid.py

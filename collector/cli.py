@@ -165,7 +165,7 @@ def run_recording(config, key, duration: float | None, until_sources_end: bool =
         if not quiet:
             print(f"  {'pinned' if not result.error else 'not pinned'} {result.clip_id}  {result.cid or ''}{'  ' + result.error if result.error else ''}", flush=True)
 
-    pinner = Pinner(outbox, store, on_pinned=on_pinned).start()
+    pinner = Pinner(outbox, store, on_pinned=on_pinned, remote=remote_pinning(config)).start()
 
     def on_labeled(result) -> None:
         if not quiet:
@@ -270,6 +270,18 @@ def open_outbox(config):
     return outbox, open_store(config.storage.ipfs_api, config.data_path)
 
 
+def remote_pinning(config):
+    """The configured pinning service, with its token from the environment; None when none is set."""
+    from storage.remote_pin import TOKEN_ENV, PinningService, RemotePinError
+
+    if not config.storage.pinning_service:
+        return None
+    try:
+        return PinningService(config.storage.pinning_service, os.environ.get(TOKEN_ENV, ""))
+    except RemotePinError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def cmd_cid(args) -> int:
     from storage.unixfs import UnixfsError, add_path
 
@@ -283,9 +295,10 @@ def cmd_cid(args) -> int:
 def cmd_pin(args) -> int:
     from storage.pinner import pin_due
 
-    outbox, store = open_outbox(_load(args))
+    config = _load(args)
+    outbox, store = open_outbox(config)
     failed = 0
-    for result in pin_due(outbox, store):
+    for result in pin_due(outbox, store, remote=remote_pinning(config)):
         failed += bool(result.error)
         print(f"{'pinned ' if not result.error else 'FAILED '} {result.clip_id}  {result.cid or ''}{'  ' + result.error if result.error else ''}")
     counts = outbox.counts()

@@ -149,10 +149,14 @@ class StorageConfig:
     # Empty means the embedded defaults; set these to use a real IPFS daemon / JSON-RPC chain.
     ipfs_api: str = ""
     chain_rpc: str = ""
+    # An IPFS Pinning Service API endpoint (a pinning service or IPFS Cluster) that also keeps each
+    # pinned clip; its bearer token comes from KNACK_PINNING_TOKEN, never from this file.
+    pinning_service: str = ""
 
     def validate(self, key: str) -> None:
         _require(self.ipfs_api == "" or self.ipfs_api.startswith("/"), f"{key}.ipfs_api", self.ipfs_api, "a multiaddr such as /ip4/127.0.0.1/tcp/5001/http")
         _require(self.chain_rpc == "" or "://" in self.chain_rpc, f"{key}.chain_rpc", self.chain_rpc, "a URL such as http://127.0.0.1:8545")
+        _require(self.pinning_service == "" or self.pinning_service.startswith(("http://", "https://")), f"{key}.pinning_service", self.pinning_service, "an https:// URL of an IPFS Pinning Service API endpoint")
 
 
 class Device(_Choice):

@@ -47,9 +47,12 @@ class PinResult:
     error: str = ""
 
 
-def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None) -> list[PinResult]:
-    """Pins every accepted clip that is due. A store that is down stops the round (the rest would fail
-    the same way) and schedules a retry; a clip whose CID disagrees stops until `knack retry`."""
+def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None, remote=None) -> list[PinResult]:
+    """Pins every accepted clip that is due (and, with `remote`, has a pinning service keep a copy).
+    A store that is down stops the round (the rest would fail the same way) and schedules a retry; a
+    clip whose CID disagrees, or that a service refuses, stops until `knack retry`."""
+    from storage.remote_pin import RemotePinError
+
     results = []
     for entry in outbox.due("accepted", now):
         path = Path(entry.path)
@@ -60,12 +63,15 @@ def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None) -> li
             continue
         try:
             cid = store.add(path, Cid.parse(entry.cid) if entry.cid else None)
+            outbox.set_cid(entry.clip_id, str(cid))
+            if remote is not None:
+                remote.pin(str(cid), entry.clip_id)
         except StoreUnavailable as exc:
             wait = outbox.failed(entry.clip_id, str(exc))
             log.warning("clip %s not pinned, retry in %.0f s: %s", entry.clip_id, wait, exc)
             results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
             break
-        except CidMismatch as exc:
+        except (CidMismatch, RemotePinError) as exc:
             outbox.failed(entry.clip_id, str(exc), retry=False)
             log.error("clip %s not pinned: %s", entry.clip_id, exc)
             results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
@@ -75,7 +81,6 @@ def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None) -> li
             log.warning("clip %s not pinned, retry in %.0f s: %s", entry.clip_id, wait, exc)
             results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
             continue
-        outbox.set_cid(entry.clip_id, str(cid))
         outbox.advance(entry.clip_id, str(cid), "accepted", "pinned")
         results.append(PinResult(entry.clip_id, str(cid)))
     return results
@@ -84,8 +89,8 @@ def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None) -> li
 class Pinner:
     """A background thread that pins what is due every few seconds and at once when woken."""
 
-    def __init__(self, outbox: Outbox, store: ContentStore, interval: float = 5.0, on_pinned=None):
-        self.outbox, self.store, self.interval, self.on_pinned = outbox, store, interval, on_pinned
+    def __init__(self, outbox: Outbox, store: ContentStore, interval: float = 5.0, on_pinned=None, remote=None):
+        self.outbox, self.store, self.interval, self.on_pinned, self.remote = outbox, store, interval, on_pinned, remote
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="knack-pinner", daemon=True)
@@ -106,7 +111,7 @@ class Pinner:
             self._round()
 
     def _round(self) -> None:
-        for result in pin_due(self.outbox, self.store):
+        for result in pin_due(self.outbox, self.store, remote=self.remote):
             if self.on_pinned:
                 self.on_pinned(result)
 

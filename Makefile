@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench
+.PHONY: demo test bench node-tools
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,24 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/knack demo
 
-test: $(VENV)/.installed
+# Node.js references for the IPFS tests (tests/js, see tests/ipfs_node.py): the UnixFS importer
+# (seconds, 13 MB) and js-ipfs as a stand-in RPC daemon (under a minute, 290 MB). A missing
+# or failing npm does not stop `make test`: those tests then skip, saying why.
+NPM ?= npm
+NODE_TOOLS := tests/js/importer/node_modules/.installed tests/js/ipfs/node_modules/.installed
+
+tests/js/%/node_modules/.installed: tests/js/%/package.json tests/js/%/package-lock.json
+	@if ! command -v $(NPM) >/dev/null 2>&1; then \
+		echo "npm not found: the IPFS reference tests that need tests/js/$* will be skipped."; \
+	elif $(NPM) ci --prefix tests/js/$* --no-audit --no-fund --loglevel=error; then \
+		touch $@; \
+	else \
+		echo "npm ci in tests/js/$* failed: the IPFS reference tests that need it will be skipped."; \
+	fi
+
+node-tools: $(NODE_TOOLS)
+
+test: $(VENV)/.installed node-tools
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed

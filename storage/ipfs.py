@@ -116,15 +116,14 @@ class DaemonStore:
         return root
 
     def is_pinned(self, cid: Cid) -> bool:
-        import ipfshttpclient.exceptions as errors
-
         try:
             reply = self._call("pin ls", self.client.pin.ls, str(cid), type="recursive")
         except StoreUnavailable as exc:
-            if isinstance(exc.__cause__, errors.ErrorResponse) or "not pinned" in str(exc):
+            if "not pinned" in str(exc):  # the daemon's answer for a CID it does not pin
                 return False
             raise
-        keys = reply.get("Keys", {}) if isinstance(reply, dict) else {}
+        # The reply is a mapping; its keys come in the daemon's CID base (base58btc from js-ipfs).
+        keys = reply["Keys"] if "Keys" in reply else {}
         return any(Cid.parse(k) == cid for k in keys)
 
 

@@ -178,6 +178,7 @@ def run_recording(config, key, duration: float | None, until_sources_end: bool =
 
     def on_clip(clip) -> None:
         written.append(clip)
+        outbox.record(clip.clip_id, clip.path, "recorded")
         if worker is not None:
             worker.submit(clip.path)
         if not quiet:

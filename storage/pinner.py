@@ -15,8 +15,9 @@ log = logging.getLogger("knack.storage")
 
 
 def enqueue(outbox: Outbox, clip: Path) -> str | None:
-    """Puts a labeled clip bundle into the outbox from its manifest (idempotent); returns the state
-    it entered with, or None when the clip has no decision yet."""
+    """Moves a labeled clip bundle into accepted or rejected from its signed manifest (idempotent; a
+    clip the outbox has not seen yet enters as recorded first); returns that state, or None when the
+    clip has no decision yet."""
     try:
         manifest = json.loads((clip / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -24,20 +25,22 @@ def enqueue(outbox: Outbox, clip: Path) -> str | None:
     decision = manifest.get("decision")
     if not decision:
         return None
-    state = "accepted" if decision.get("accepted") else "rejected"
-    outbox.record(manifest["clip_id"], clip, state, "" if decision.get("accepted") else decision.get("summary", ""))
-    return state
+    accepted = bool(decision.get("accepted"))
+    outbox.record(manifest["clip_id"], clip, "recorded")
+    outbox.decide(manifest["clip_id"], accepted, "" if accepted else decision.get("summary", ""))
+    return "accepted" if accepted else "rejected"
 
 
 def enqueue_all(outbox: Outbox, clips: list[Path]) -> int:
-    """Every labeled clip on disk that the outbox does not know yet (after a crash between labeling and
-    the outbox, or clips labeled before the outbox existed); returns how many were new."""
-    known = {e.clip_id for e in outbox.entries()}
-    new = 0
+    """Every labeled clip on disk that the outbox has not seen decided (after a crash between labeling
+    and the outbox, a clip labeled again with `knack label`, or clips labeled before the outbox
+    existed); returns how many moved."""
+    known = {e.clip_id: e.state for e in outbox.entries()}
+    moved = 0
     for clip in clips:
-        if clip.name not in known and enqueue(outbox, clip):
-            new += 1
-    return new
+        if known.get(clip.name, "recorded") in ("recorded", "labeled") and enqueue(outbox, clip):
+            moved += 1
+    return moved
 
 
 @dataclass(frozen=True)

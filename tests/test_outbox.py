@@ -143,3 +143,46 @@ def test_kill_9_at_random_points_then_restart_pins_every_clip_exactly_once(tmp_p
     for cid in pins:
         assert sum(1 for _ in store.blocks.walk(cid)) > 0  # every block there and intact
     assert all(outbox.get(c.name).attempts == 0 for c in made)
+
+
+def test_a_clip_recorded_before_its_label_moves_on_once_it_is_labeled(tmp_path, make_clip, device_key):
+    import json
+
+    from collector.bundle import write_manifest
+
+    clip = make_clip(noise_frames(5, 0))
+    outbox = Outbox(tmp_path / "o.sqlite")
+    outbox.record(clip.name, clip, "recorded")
+    assert enqueue_all(outbox, [clip]) == 0 and outbox.get(clip.name).state == "recorded"
+    manifest = json.loads((clip / "manifest.json").read_text())
+    write_manifest(clip, dict(manifest, decision=ACCEPTED), device_key)  # what `knack label` does
+    assert enqueue_all(outbox, [clip]) == 1 and outbox.get(clip.name).state == "accepted"
+    assert enqueue_all(outbox, [clip]) == 0
+
+
+def test_cli_status_pin_retry_export_car_and_cid(tmp_path, clips):
+    made = clips(2) + clips(1, REJECTED)
+    data = made[0].parent.parent
+    env = dict(os.environ, KNACK_DATA_DIR=str(data), XDG_CONFIG_HOME=str(tmp_path / "no-config"))
+    env.pop("KNACK_CONFIG", None)
+
+    def knack(*args):
+        return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+
+    out = knack("status")
+    assert out.returncode == 0 and "accepted 2" in out.stdout and "rejected 1" in out.stdout and "Oldest pending:" in out.stdout
+    out = knack("pin")
+    assert out.returncode == 0 and out.stdout.count("pinned  ") == 2 and "2 pinned, 0 waiting" in out.stdout
+    out = knack("status", "--json")
+    import json
+
+    status = json.loads(out.stdout)
+    assert status["counts"]["pinned"] == 2 and status["oldest_pending"]["state"] == "pinned"  # next: the chain (issue 5)
+    assert knack("retry").stdout.startswith("0 clip(s)")
+    car = tmp_path / "clip.car"
+    out = knack("export-car", made[0].name, "-o", str(car))
+    root = str(add_path(made[0]).cid)
+    assert out.returncode == 0 and root in out.stdout and car.stat().st_size > 0
+    assert knack("cid", str(made[0])).stdout.strip() == root
+    out = knack("cid", str(tmp_path / "nothing"))
+    assert out.returncode == 2 and "is neither a file nor a directory" in out.stderr

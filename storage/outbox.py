@@ -120,10 +120,11 @@ class Outbox:
 
     def retry(self, clip_ids: list[str] | None = None) -> int:
         """Makes failed or waiting clips due now (all pending ones when no ids are given)."""
+        waiting = "state IN ('accepted', 'pinned', 'submitted') AND next_try > 0"
         if clip_ids:
             marks = ",".join("?" * len(clip_ids))
-            return self._exec(f"UPDATE clips SET next_try = 0 WHERE clip_id IN ({marks}) AND state IN ('accepted', 'pinned', 'submitted')", tuple(clip_ids))
-        return self._exec("UPDATE clips SET next_try = 0 WHERE state IN ('accepted', 'pinned', 'submitted')")
+            return self._exec(f"UPDATE clips SET next_try = 0 WHERE clip_id IN ({marks}) AND {waiting}", tuple(clip_ids))
+        return self._exec(f"UPDATE clips SET next_try = 0 WHERE {waiting}")
 
     def due(self, state: str, now: float | None = None) -> list[Entry]:
         return self._rows("WHERE state = ? AND next_try <= ? ORDER BY created", (state, time.time() if now is None else now))

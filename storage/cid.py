@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ class CidError(ValueError):
 
 
 def varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -52,9 +55,9 @@ class Cid:
     def of(cls, codec: int, block: bytes) -> "Cid":
         return cls(codec, hashlib.sha256(block).digest())
 
-    @property
+    @functools.cached_property
     def bytes(self) -> bytes:
-        return b"\x01" + varint(self.codec) + bytes((SHA2_256, 32)) + self.digest
+        return b"\x01" + varint(self.codec) + b"\x12\x20" + self.digest
 
     def __str__(self) -> str:
         return "b" + base64.b32encode(self.bytes).decode("ascii").lower().rstrip("=")

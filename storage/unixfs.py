@@ -67,8 +67,10 @@ def dag_pb_node(links: list[Link], data: bytes) -> bytes:
     carries Hash, Name (present even when empty, as kubo writes it) and Tsize."""
     out = bytearray()
     for link in links:
-        body = _bytes_field(1, link.cid.bytes) + _bytes_field(2, link.name.encode("utf-8")) + _uint_field(3, link.tsize)
-        out += _bytes_field(2, body)
+        name = link.name.encode("utf-8")
+        cid = link.cid.bytes
+        body = b"\x0a" + varint(len(cid)) + cid + b"\x12" + varint(len(name)) + name + b"\x18" + varint(link.tsize)
+        out += b"\x12" + varint(len(body)) + body
     out += _bytes_field(1, data)
     return bytes(out)
 
@@ -166,7 +168,17 @@ def file_chunks(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
                 return
 
 
-def add_file(path: Path, sink: Sink = discard) -> Link:
+def add_file(path: str | Path, sink: Sink = discard) -> Link:
+    # Unbuffered: one read() is one system call, so a small file costs an open, an fstat and a read.
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < CHUNK:
+            first = f.read(CHUNK)
+            if len(first) == size:
+                # One chunk (every file of a clip but the video): the raw leaf is the file, no tree.
+                cid = Cid.of(RAW, first)
+                sink(cid, first)
+                return Link(cid, "", size, size)
     return add_stream(file_chunks(path), sink)
 
 
@@ -182,7 +194,7 @@ def add_directory(path: Path, sink: Sink = discard, hidden: bool = False) -> Lin
             continue
         if entry.is_symlink():
             raise UnixfsError(f"{entry.path} is a symbolic link; clip bundles hold only regular files and directories")
-        child = add_directory(Path(entry.path), sink, hidden) if entry.is_dir() else add_file(Path(entry.path), sink)
+        child = add_directory(Path(entry.path), sink, hidden) if entry.is_dir() else add_file(entry.path, sink)
         links.append(Link(child.cid, entry.name, child.tsize, child.size))
     block = dag_pb_node(links, unixfs_data(DIRECTORY))
     if len(block) > SHARD_THRESHOLD:

@@ -362,7 +362,7 @@ class IpfsDaemon:
         return lines[0] if len(lines) == 1 else lines
 
     def add_path(self, path: str | os.PathLike[str], *, hidden: bool = False, pin: bool = True,
-                 timeout: float = 600) -> dict:
+                 only_hash: bool = False, timeout: float = 600) -> dict:
         """Add a file or directory through ``/api/v0/add`` as kubo's ``ipfs add -r
         --cid-version=1 --raw-leaves`` would name it; return ``{"root": cid, "entries": [...]}``
         with the daemon's answer lines (``Name``/``Hash``/``Size``).  Streams the multipart body."""
@@ -370,7 +370,8 @@ class IpfsDaemon:
         body, boundary = _multipart_body(Path(path), top, hidden)
         lines = self._post_stream("add", body, f"multipart/form-data; boundary={boundary}", timeout,
                                   **{"cid-version": 1, "raw-leaves": "true", "cid-base": "base32",
-                                     "pin": "true" if pin else "false"})
+                                     "pin": "true" if pin else "false",
+                                     "only-hash": "true" if only_hash else "false"})
         root = next((e["Hash"] for e in reversed(lines) if e.get("Name") == top), lines[-1]["Hash"])
         return {"root": root, "entries": lines}
 

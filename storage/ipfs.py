@@ -105,7 +105,10 @@ class DaemonStore:
         # raw_leaves must be given: cid_version=1 alone turns raw leaves on in kubo but not in js-ipfs.
         reply = self._call("add", self.client.add, str(path), recursive=True, cid_version=1, raw_leaves=True, pin=True)
         entries = reply if isinstance(reply, list) else [reply]
-        top = next((e for e in entries if e.get("Name") == Path(path).name), entries[-1])
+        top = next((e for e in reversed(entries) if e.get("Name") == Path(path).name), None)
+        if top is None:
+            # A daemon stopping mid-add answers with the entries it finished, not the root: retry later.
+            raise StoreUnavailable(f"IPFS daemon at {self.api} ended the add of {Path(path).name} before reporting its root ({len(entries)} entries)")
         try:
             root = Cid.parse(top["Hash"])
         except (KeyError, CidError) as exc:

@@ -3,12 +3,12 @@ collection of unpinned blocks, and a hash check of every block read, so a flippe
 reported and never served."""
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Iterator
 
 from storage.cid import DAG_PB, Cid
+from storage.sqlite import open_wal
 from storage.unixfs import decode_links
 
 
@@ -21,11 +21,8 @@ class BlockStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_wal(self.path)
         self._db.execute("CREATE TABLE IF NOT EXISTS blocks (cid BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID")
         self._db.execute("CREATE TABLE IF NOT EXISTS pins (cid BLOB PRIMARY KEY, name TEXT NOT NULL DEFAULT '') WITHOUT ROWID")
 

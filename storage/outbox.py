@@ -8,11 +8,12 @@ jitter, and the last error is kept in words for the operator."""
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from storage.sqlite import open_wal
 
 STATES = ("recorded", "labeled", "rejected", "accepted", "pinned", "submitted", "settled")
 PENDING = ("accepted", "pinned", "submitted")
@@ -45,11 +46,8 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
 class Outbox:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_wal(self.path)
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS clips (
                 clip_id TEXT PRIMARY KEY,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +80,8 @@ def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None, remot
             log.error("clip %s not pinned: %s", entry.clip_id, exc)
             results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
             continue
-        except OSError as exc:  # a full disk, an unreadable file: worth another try later
-            wait = outbox.failed(entry.clip_id, f"{exc.strerror or exc} while pinning")
+        except (OSError, sqlite3.Error) as exc:  # a full disk (SQLite says "database or disk is full"), an unreadable file
+            wait = outbox.failed(entry.clip_id, f"{getattr(exc, 'strerror', None) or exc} while pinning")
             log.warning("clip %s not pinned, retry in %.0f s: %s", entry.clip_id, wait, exc)
             results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
             continue

@@ -4,6 +4,7 @@ import errno
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -99,7 +100,7 @@ def test_a_store_that_goes_away_and_a_full_disk_delay_clips_but_lose_none(tmp_pa
     outbox = Outbox(tmp_path / "o.sqlite")
     enqueue_all(outbox, made)
     store = EmbeddedStore(tmp_path / "blocks.sqlite")
-    flaky = FlakyStore(store, {2: StoreUnavailable("IPFS daemon went away"), 4: OSError(errno.ENOSPC, "No space left on device")})
+    flaky = FlakyStore(store, {2: StoreUnavailable("IPFS daemon went away"), 4: OSError(errno.ENOSPC, "No space left on device"), 5: sqlite3.OperationalError("database or disk is full")})
     first = pin_due(outbox, flaky)
     # One pinned, then the store was gone: the round stops and that clip waits.
     assert [bool(r.error) for r in first] == [False, True]
@@ -107,7 +108,9 @@ def test_a_store_that_goes_away_and_a_full_disk_delay_clips_but_lose_none(tmp_pa
     second = pin_due(outbox, flaky, now=later)
     assert any("No space left" in r.error for r in second)
     third = pin_due(outbox, flaky, now=later * 2)
-    assert all(not r.error for r in third)
+    assert any("database or disk is full" in r.error for r in second + third)
+    fourth = pin_due(outbox, flaky, now=later * 4)
+    assert all(not r.error for r in fourth)
     assert outbox.counts()["pinned"] == 4
     for clip in made:
         entry = outbox.get(clip.name)

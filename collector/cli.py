@@ -16,6 +16,7 @@ from pathlib import Path
 from collector.config import ConfigError, load
 from collector.identity import IdentityError
 from collector.labeling.cards import CardError
+from storage.chain import ChainError
 
 log = logging.getLogger("knack")
 
@@ -356,6 +357,108 @@ def cmd_export_car(args) -> int:
     return 0
 
 
+def validator_key(config):
+    """The validator's account: its own encrypted keystore in the data directory, password from
+    KNACK_VALIDATOR_PASSWORD (else the device password, for a device that validates its own demo)."""
+    from collector.identity import load_or_create
+
+    password = os.environ.get("KNACK_VALIDATOR_PASSWORD") or device_password(confirm=False)
+    key, created = load_or_create(config.data_path / "validator-key.json", password)
+    if created:
+        print(f"Created validator key {key.address} in {config.data_path / 'validator-key.json'} (encrypted)")
+    return key
+
+
+def open_ledger(config):
+    from storage.chain import open_chain
+
+    return open_chain(config.storage.chain_rpc, config.data_path)
+
+
+def cmd_chain_deploy(args) -> int:
+    config = _load(args)
+    chain = open_ledger(config)
+    admin = validator_key(config)
+    deployment = chain.deploy(admin, admin.address)
+    where = config.storage.chain_rpc or "the embedded chain"
+    print(f"Deployed on {where} (chain id {deployment.chain_id}): ClipRegistry {deployment.registry}, KnackToken {deployment.token}; admin and validator {admin.address}")
+    return 0
+
+
+def ensure_deployed(config, chain):
+    """The embedded chain deploys itself on first use; a real chain needs `knack chain deploy`."""
+    if chain.deployment is None and chain.embedded:
+        admin = validator_key(config)
+        chain.deploy(admin, admin.address)
+    return chain
+
+
+def cmd_submit(args) -> int:
+    from storage.submitter import submit_due, sync_settlements
+
+    config = _load(args)
+    outbox, _ = open_outbox(config)
+    chain = ensure_deployed(config, open_ledger(config))
+    key = device_key(config)
+    failed = 0
+    for result in submit_due(outbox, chain, key):
+        failed += bool(result.error)
+        print(f"batch {result.batch_id}: {len(result.clip_ids)} clip(s) submitted in {result.tx_hash}" if not result.error else f"NOT SUBMITTED {len(result.clip_ids)} clip(s): {result.error}")
+    print(f"{sync_settlements(outbox, chain)} clip(s) newly settled by the validator")
+    return 1 if failed else 0
+
+
+def cmd_validate(args) -> int:
+    from storage.ipfs import open_store
+    from storage.validator import Validator
+    from storage.submitter import REASONS
+
+    config = _load(args)
+    chain = ensure_deployed(config, open_ledger(config))
+    validator = Validator(chain, open_store(config.storage.ipfs_api, config.data_path), validator_key(config), config.data_path / "validator.sqlite")
+    while True:
+        settled = validator.run_once()
+        for batch_id, verdicts in settled.items():
+            accepted = sum(v.accepted for v in verdicts)
+            print(f"batch {batch_id}: {accepted} accepted, {len(verdicts) - accepted} rejected")
+            for v in verdicts:
+                if not v.accepted:
+                    print(f"  rejected {v.cid}: {REASONS[v.reason]}{' (' + v.detail + ')' if v.detail else ''}")
+        if not args.watch:
+            return 0
+        time.sleep(args.interval)
+
+
+def _contributor_address(config, address: str | None) -> str:
+    if address:
+        return address
+    if config.identity.contributor:
+        return config.identity.contributor
+    try:  # the keystore names its address in clear: no password needed to look at rewards
+        return "0x" + json.loads(config.keystore_path.read_text())["address"].removeprefix("0x")
+    except (OSError, ValueError, KeyError):
+        raise ConfigError(f"no address given and no device key at {config.keystore_path}: pass one, e.g. `knack rewards 0x…`") from None
+
+
+def cmd_rewards(args) -> int:
+    from storage.rewards import rewards_view
+
+    config = _load(args)
+    chain = open_ledger(config)
+    view = rewards_view(chain, _contributor_address(config, args.address))
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"Contributor {view['address']} on {config.storage.chain_rpc or 'the embedded chain'}")
+    print(f"  balance   {view['balance_tokens']} KNACK")
+    print(f"  clips     {view['accepted']} accepted, {view['pending']} pending, {view['rejected']} rejected")
+    for reason, count in view["rejected_reasons"].items():
+        print(f"            {count} x {reason}")
+    for event in view["events"][-10:]:
+        print(f"  block {event['block']:>6}  batch {event['batch']:>4}  {event['accepted']} accepted  {event['rejected']} rejected  +{event['reward_tokens']} KNACK")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from collector.demo import run_demo
 
@@ -415,6 +518,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file to write (default: <clip_id>.car)")
     p.set_defaults(func=cmd_export_car)
 
+    p = sub.add_parser("chain", help="the chain: deploy the registry and token")
+    chainsub = p.add_subparsers(dest="what", required=True)
+    c = chainsub.add_parser("deploy", help="deploy ClipRegistry and KnackToken; addresses go into the data directory")
+    c.set_defaults(func=cmd_chain_deploy)
+
+    p = sub.add_parser("submit", help="submit pinned clips to the registry in batches, and read settlements back")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("validate", help="check submitted clips by CID and settle their batches on chain (validator role)")
+    p.add_argument("--watch", action="store_true", help="keep watching for new batches")
+    p.add_argument("--interval", type=float, default=10.0)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("rewards", help="a contributor's token balance, accepted/pending/rejected clips and reward events")
+    p.add_argument("address", nargs="?", help="an EVM address (default: this device's contributor)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rewards)
+
     p = sub.add_parser("verify", help="check every file hash and the device signature of clip bundles")
     p.add_argument("clip_dir", nargs="+")
     p.set_defaults(func=cmd_verify)
@@ -433,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (ConfigError, IdentityError, CardError) as exc:
+    except (ConfigError, IdentityError, CardError, ChainError) as exc:
         print(f"knack: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -25,6 +25,10 @@ class DeviceKey:
     def __repr__(self) -> str:  # the key never shows up in a log or a traceback
         return f"DeviceKey({self.address})"
 
+    def sign_transaction(self, transaction: dict) -> bytes:
+        """A signed raw transaction for the chain; the key never leaves this object."""
+        return bytes(Account.sign_transaction(transaction, self._key).raw_transaction)
+
     def sign(self, message: bytes) -> dict:
         """Signs sha256(message) as an EIP-191 personal message, so any EVM tool (and ecrecover) can check it."""
         digest = hashlib.sha256(message).digest()

@@ -33,6 +33,10 @@ class ContentStore(Protocol):
 
     def is_pinned(self, cid: Cid) -> bool: ...
 
+    def get(self, cid: Cid) -> bytes:
+        """One block, checked against its CID."""
+        ...
+
 
 class EmbeddedStore:
     """The device's own IPFS block store: the same DAG kubo would make, kept in SQLite."""
@@ -68,6 +72,9 @@ class EmbeddedStore:
 
     def is_pinned(self, cid: Cid) -> bool:
         return self.blocks.is_pinned(cid)
+
+    def get(self, cid: Cid) -> bytes:
+        return self.blocks.get(cid)
 
     def export_car(self, root: Cid, out: BinaryIO) -> int:
         return write_car(out, root, self.blocks.walk(root))
@@ -117,6 +124,12 @@ class DaemonStore:
             raise CidMismatch(f"IPFS daemon at {self.api} computed {root} for {path}, the device computed {expected}: not pinned as the clip's CID")
         self._call("pin", self.client.pin.add, str(root))
         return root
+
+    def get(self, cid: Cid) -> bytes:
+        block = self._call("block get", self.client.block.get, str(cid))
+        if not cid.matches(block):
+            raise CidMismatch(f"IPFS daemon at {self.api} served block {cid} with bytes that do not hash to it")
+        return block
 
     def is_pinned(self, cid: Cid) -> bool:
         try:

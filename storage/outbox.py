@@ -63,6 +63,14 @@ class Outbox:
             )"""
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS clips_due ON clips (state, next_try)")
+        # The chain steps (added after the first schema: older outboxes gain the columns on open).
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(clips)")}
+        for column, kind in (("tx_hash", "TEXT"), ("batch_id", "INTEGER"), ("batch_index", "INTEGER"), ("reward", "TEXT"), ("chain_reason", "TEXT")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE clips ADD COLUMN {column} {kind}")
+        # A signed transaction is kept before it is sent: after a crash or a dropped connection the same
+        # transaction (same nonce) is sent again, so a batch can never be submitted twice.
+        self._db.execute("CREATE TABLE IF NOT EXISTS txs (tx_hash TEXT PRIMARY KEY, raw BLOB NOT NULL, kind TEXT NOT NULL, clip_ids TEXT NOT NULL, created REAL NOT NULL)")
 
     def close(self) -> None:
         self._db.close()
@@ -125,7 +133,8 @@ class Outbox:
         return self._exec(f"UPDATE clips SET next_try = 0 WHERE {waiting}")
 
     def due(self, state: str, now: float | None = None) -> list[Entry]:
-        return self._rows("WHERE state = ? AND next_try <= ? ORDER BY created", (state, time.time() if now is None else now))
+        """Clips in `state` whose next try has come and that wait on no signed transaction."""
+        return self._rows("WHERE state = ? AND next_try <= ? AND tx_hash IS NULL ORDER BY created", (state, time.time() if now is None else now))
 
     def get(self, clip_id: str) -> Entry | None:
         rows = self._rows("WHERE clip_id = ?", (clip_id,))
@@ -138,6 +147,66 @@ class Outbox:
         with self._lock:
             found = dict(self._db.execute("SELECT state, COUNT(*) FROM clips GROUP BY state").fetchall())
         return {state: found.get(state, 0) for state in STATES}
+
+    # -- the chain steps ------------------------------------------------------------------------------
+
+    def stage_tx(self, tx_hash: str, raw: bytes, kind: str, clip_ids: list[str]) -> None:
+        """Records a signed transaction for these clips before it is sent (one SQLite transaction)."""
+        import json
+
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("INSERT OR IGNORE INTO txs (tx_hash, raw, kind, clip_ids, created) VALUES (?, ?, ?, ?, ?)", (tx_hash, raw, kind, json.dumps(clip_ids), time.time()))
+                self._db.executemany("UPDATE clips SET tx_hash = ?, updated = ? WHERE clip_id = ?", [(tx_hash, time.time(), c) for c in clip_ids])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def staged_txs(self, kind: str) -> list[tuple[str, bytes, list[str]]]:
+        import json
+
+        with self._lock:
+            rows = self._db.execute("SELECT tx_hash, raw, clip_ids FROM txs WHERE kind = ? ORDER BY created", (kind,)).fetchall()
+        return [(h, bytes(raw), json.loads(ids)) for h, raw, ids in rows]
+
+    def drop_tx(self, tx_hash: str) -> None:
+        """Forgets a transaction that reverted or was replaced; its clips can be sent again."""
+        with self._lock:
+            self._db.execute("DELETE FROM txs WHERE tx_hash = ?", (tx_hash,))
+            self._db.execute("UPDATE clips SET tx_hash = NULL WHERE tx_hash = ?", (tx_hash,))
+
+    def submitted(self, tx_hash: str, batch_id: int, clip_ids: list[str]) -> None:
+        """pinned -> submitted for the clips of a mined batch, each with its index in the batch."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for index, clip_id in enumerate(clip_ids):
+                    self._db.execute(
+                        "UPDATE clips SET state = 'submitted', batch_id = ?, batch_index = ?, attempts = 0, next_try = 0, last_error = '', updated = ? WHERE clip_id = ? AND state = 'pinned'",
+                        (batch_id, index, time.time(), clip_id),
+                    )
+                self._db.execute("DELETE FROM txs WHERE tx_hash = ?", (tx_hash,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def settled(self, batch_id: int, outcomes: dict[int, tuple[bool, int, str]]) -> int:
+        """submitted -> settled for a batch the validator settled: per index (accepted, reward, reason)."""
+        changed = 0
+        with self._lock:
+            for index, (accepted, reward, reason) in outcomes.items():
+                changed += self._db.execute(
+                    "UPDATE clips SET state = 'settled', reward = ?, chain_reason = ?, updated = ? WHERE batch_id = ? AND batch_index = ? AND state = 'submitted'",
+                    (str(reward), "" if accepted else reason, time.time(), batch_id, index),
+                ).rowcount
+        return changed
+
+    def unsettled_batches(self) -> list[int]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT DISTINCT batch_id FROM clips WHERE state = 'submitted' ORDER BY batch_id")]
 
     def oldest_pending(self) -> Entry | None:
         rows = self._rows("WHERE state IN ('accepted', 'pinned', 'submitted') ORDER BY created LIMIT 1")

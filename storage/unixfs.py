@@ -78,29 +78,54 @@ def dag_pb_node(links: list[Link], data: bytes) -> bytes:
 FILE, DIRECTORY = 2, 1
 
 
-def decode_links(block: bytes) -> list[Cid]:
-    """The CIDs a dag-pb block links to (for walking a DAG: export, garbage collection)."""
+def named_links(block: bytes) -> list[tuple[str, Cid]]:
+    """The (name, CID) links of a dag-pb block, in order."""
     from storage.cid import read_varint
 
-    cids, pos = [], 0
+    links, pos = [], 0
     while pos < len(block):
         key, pos = read_varint(block, pos)
-        length, pos = read_varint(block, pos) if key & 7 == 2 else (0, pos)
         if key & 7 != 2:
             raise UnixfsError("not a dag-pb block")
+        length, pos = read_varint(block, pos)
         if key >> 3 == 2:
-            inner, end = block[pos : pos + length], 0
+            inner, end, cid, name = block[pos : pos + length], 0, None, ""
             while end < len(inner):
                 k, end = read_varint(inner, end)
                 if k & 7 == 2:
                     n, end = read_varint(inner, end)
                     if k >> 3 == 1:
-                        cids.append(Cid.from_bytes(inner[end : end + n]))
+                        cid = Cid.from_bytes(inner[end : end + n])
+                    elif k >> 3 == 2:
+                        name = inner[end : end + n].decode("utf-8")
                     end += n
                 else:
                     _, end = read_varint(inner, end)
+            if cid is None:
+                raise UnixfsError("a dag-pb link without a hash")
+            links.append((name, cid))
         pos += length
-    return cids
+    return links
+
+
+def decode_links(block: bytes) -> list[Cid]:
+    """The CIDs a dag-pb block links to (for walking a DAG: export, garbage collection)."""
+    return [cid for _, cid in named_links(block)]
+
+
+def read_file(get: Callable[[Cid], bytes], cid: Cid) -> Iterator[bytes]:
+    """A file's bytes from its DAG, leaf by leaf; `get` returns a block (hash-checked by the store)."""
+    if cid.codec == RAW:
+        yield get(cid)
+        return
+    for child in decode_links(get(cid)):
+        yield from read_file(get, child)
+
+
+def read_directory(get: Callable[[Cid], bytes], cid: Cid) -> dict[str, Cid]:
+    if cid.codec != DAG_PB:
+        raise UnixfsError(f"{cid} is a file, not a directory")
+    return dict(named_links(get(cid)))
 
 
 # --- files -------------------------------------------------------------------------------------------

@@ -1,0 +1,108 @@
+"""The chain flow on the embedded EVM: deploy, submit pinned clips in batches, validate by CID, settle,
+read rewards; state that survives the process; a crash between signing and sending; reverts in words."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from storage.chain import ChainError, open_chain
+from storage.ipfs import EmbeddedStore
+from storage.outbox import Outbox
+from storage.pinner import enqueue_all, pin_due
+from storage.rewards import rewards_view
+from storage.submitter import submit_due, sync_settlements
+from storage.validator import Validator
+from tests.test_outbox import ACCEPTED, noise_frames
+
+
+@pytest.fixture
+def validator_key(tmp_path_factory):
+    from collector.identity import load_or_create
+
+    key, _ = load_or_create(tmp_path_factory.mktemp("validator") / "key.json", "v", kdf="pbkdf2", iterations=1000)
+    return key
+
+
+@pytest.fixture
+def world(tmp_path, make_clip, device_key, validator_key):
+    """Accepted clips pinned in the embedded store, a fresh embedded chain with the contracts deployed."""
+    data = tmp_path / "data"
+    clips = [make_clip(noise_frames(5, seed), decision=ACCEPTED, quality={"score": 0.5 + seed / 10}) for seed in range(3)]
+    outbox = Outbox(data / "outbox.sqlite")
+    enqueue_all(outbox, clips)
+    store = EmbeddedStore(data / "ipfs" / "blocks.sqlite")
+    assert all(not r.error for r in pin_due(outbox, store))
+    chain = open_chain("", data)
+    chain.deploy(validator_key, validator_key.address)
+    validator = Validator(chain, store, validator_key, data / "validator.sqlite")
+    return {"data": data, "clips": clips, "outbox": outbox, "store": store, "chain": chain, "validator": validator}
+
+
+def test_submit_validate_settle_and_rewards(world, device_key):
+    outbox, chain = world["outbox"], world["chain"]
+    [submitted] = submit_due(outbox, chain, device_key)
+    assert submitted.batch_id == 0 and not submitted.error and outbox.counts()["submitted"] == 3
+    assert submit_due(outbox, chain, device_key) == []  # nothing is submitted twice
+    [verdicts] = world["validator"].run_once().values()
+    assert all(v.accepted for v in verdicts) and [v.quality_bps for v in verdicts] == [5000, 6000, 7000]
+    assert world["validator"].run_once() == {}
+    assert sync_settlements(outbox, chain) == 3 and outbox.counts()["settled"] == 3
+    view = rewards_view(chain, device_key.address)
+    assert view["accepted"] == 3 and view["pending"] == 0 and view["rejected"] == 0
+    assert int(view["balance"]) == (5000 + 6000 + 7000) * 10**18 // 10000
+    assert view["events"][0]["batch"] == 0
+
+
+def test_a_crash_between_signing_and_sending_submits_the_batch_once(world, device_key):
+    outbox, chain = world["outbox"], world["chain"]
+    chain.fund(device_key.address)
+    due = outbox.due("pinned")
+    from storage.cid import Cid
+
+    raw, tx_hash = chain.sign(device_key, chain.registry.functions.submitBatch([Cid.parse(e.cid).digest for e in due]))
+    outbox.stage_tx(tx_hash, raw, "submit", [e.clip_id for e in due])
+    # ... the process dies here; the next run finds the staged transaction and sends exactly it.
+    results = submit_due(outbox, chain, device_key)
+    assert [r.tx_hash for r in results] == [tx_hash] and results[0].batch_id == 0
+    assert chain.registry.functions.batchCount().call() == 1
+    assert outbox.staged_txs("submit") == [] and outbox.counts()["submitted"] == 3
+
+
+def test_the_validator_rejects_duplicates_and_a_forged_manifest(world, device_key, validator_key):
+    outbox, chain, store = world["outbox"], world["chain"], world["store"]
+    submit_due(outbox, chain, device_key)
+    world["validator"].run_once()
+    # The same clips again, as a second batch: every one is a duplicate.
+    from storage.cid import Cid
+
+    entries = outbox.entries()
+    chain.transact(device_key, chain.registry.functions.submitBatch([Cid.parse(e.cid).digest for e in entries]))
+    [(batch_id, verdicts)] = world["validator"].run_once().items()
+    assert batch_id == 1 and [v.reason for v in verdicts] == [5, 5, 5]
+    # A clip signed by this device but submitted by another account is refused.
+    verdict = world["validator"].check(Cid.parse(entries[0].cid), validator_key.address, 99)
+    assert not verdict.accepted and verdict.reason == 2
+
+
+def test_a_revert_comes_back_as_one_line_with_the_contracts_reason(world, device_key):
+    outbox, chain = world["outbox"], world["chain"]
+    submit_due(outbox, chain, device_key)
+    with pytest.raises(ChainError, match="AccessControlUnauthorizedAccount"):
+        chain.transact(device_key, chain.registry.functions.settleBatch(0, [7], b"\x27\x10" * 3, b""))
+    with pytest.raises(ChainError, match="UnknownBatch"):
+        chain.transact(world["validator"].key, chain.registry.functions.settleBatch(5, [0], b"", b"\x01"))
+
+
+def test_the_embedded_chain_keeps_its_state_for_the_next_process(world, device_key, tmp_path):
+    outbox, chain = world["outbox"], world["chain"]
+    submit_due(outbox, chain, device_key)
+    world["validator"].run_once()
+    chain.close()
+    env = dict(os.environ, KNACK_DATA_DIR=str(world["data"]), XDG_CONFIG_HOME=str(tmp_path / "no-config"))
+    env.pop("KNACK_CONFIG", None)
+    run = subprocess.run([sys.executable, "-m", "collector.cli", "rewards", device_key.address, "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    view = json.loads(run.stdout)
+    assert view["accepted"] == 3 and int(view["balance"]) > 0

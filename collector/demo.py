@@ -23,6 +23,34 @@ def demo_config(base: Config, data_dir: Path, port: str, clip_seconds: float) ->
     ).validate()
 
 
+def reward_step(config: Config, key, run) -> dict:
+    """Submit the pinned clips to the registry on the embedded chain, let the validator check and settle
+    them, and show what the contributor earned."""
+    from collector.cli import ensure_deployed, open_ledger, open_outbox, validator_key
+    from storage.ipfs import open_store
+    from storage.rewards import rewards_view
+    from storage.submitter import REASONS, submit_due, sync_settlements
+    from storage.validator import Validator
+
+    print("4. reward   pinned clips submitted to the registry on the embedded chain; the validator checks them by CID and settles")
+    outbox, _ = open_outbox(config)
+    chain = ensure_deployed(config, open_ledger(config))
+    for result in submit_due(outbox, chain, key):
+        print(f"   batch {result.batch_id}: {len(result.clip_ids)} clip(s) submitted" if not result.error else f"   not submitted: {result.error}")
+    validator = Validator(chain, open_store(config.storage.ipfs_api, config.data_path), validator_key(config), config.data_path / "validator.sqlite")
+    for batch_id, verdicts in validator.run_once().items():
+        accepted = sum(v.accepted for v in verdicts)
+        print(f"   batch {batch_id} settled by validator: {accepted} accepted, {len(verdicts) - accepted} rejected")
+        for v in verdicts:
+            if not v.accepted:
+                print(f"     rejected {v.cid}: {REASONS[v.reason]}")
+    sync_settlements(outbox, chain)
+    view = rewards_view(chain, key.address)
+    print(f"   contributor {view['address']}: {view['accepted']} clip(s) accepted, {view['pending']} pending, {view['rejected']} rejected on chain")
+    chain.close()
+    return view
+
+
 def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.5) -> int:
     from collector.cli import device_key, run_recording
 
@@ -50,7 +78,8 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
         print(f"   {'PINNED  ' if not result.error else 'NOT YET '} {result.clip_id}  {result.cid or ''}{'  ' + result.error if result.error else ''}")
     if not run.pinned:
         print("   no clip was accepted, so none was pinned")
-    print("4. verify   every file hash and the device signature (re-signed after labeling)")
+    view = reward_step(config, key, run)
+    print("5. verify   every file hash and the device signature (re-signed after labeling)")
     failed = 0
     for clip in written:
         result = verify_bundle(clip.path)
@@ -68,4 +97,5 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
         first = next(p for p in run.pinned if not p.error)
         print(f"Its content id, computed again from the files:  knack cid {config.clips_path / first.clip_id}   (expect {first.cid})")
     print(f"Outbox:  knack status   (KNACK_DATA_DIR={target})")
+    print(f"\nContributor {view['address']} balance: {view['balance_tokens']} KNACK   (knack rewards, KNACK_DATA_DIR={target})")
     return 1 if failed else 0

@@ -92,6 +92,16 @@ class Chain:
         if isinstance(data, str) and data[:10] in self._errors:
             return self._errors[data[:10]]
         text = str(exc.args[0] if getattr(exc, "args", None) else exc)
+        raw = text.removeprefix("execution reverted: ")
+        if raw[:2] in ('b"', "b'"):  # the in-process chain gives the revert data as a bytes literal
+            import ast
+
+            try:
+                data = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                data = b""
+            if "0x" + data[:4].hex() in self._errors:
+                return self._errors["0x" + data[:4].hex()]
         for selector, name in self._errors.items():
             if selector[2:] in text:
                 return name
@@ -106,6 +116,10 @@ class Chain:
             sender = key.address
             tx = call.build_transaction({"from": sender, "value": value, "nonce": self.w3.eth.get_transaction_count(sender, "pending"), "chainId": self.w3.eth.chain_id})
         except (ContractCustomError, ContractLogicError) as exc:
+            raise ChainError(f"the registry refused it: {self.reason(exc)}") from None
+        except Exception as exc:
+            if type(exc).__name__ != "TransactionFailed":  # eth-tester's revert, from the embedded chain
+                raise
             raise ChainError(f"the registry refused it: {self.reason(exc)}") from None
         except (ConnectionError, OSError, Web3RPCError) as exc:
             raise ChainUnavailable(f"the chain is not reachable: {exc}") from None

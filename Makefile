@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 # (seconds, 13 MB) and js-ipfs as a stand-in RPC daemon (under a minute, 290 MB). A missing
 # or failing npm does not stop `make test`: those tests then skip, saying why.
 NPM ?= npm
-NODE_TOOLS := tests/js/importer/node_modules/.installed tests/js/ipfs/node_modules/.installed
+NODE_TOOLS := tests/js/importer/node_modules/.installed tests/js/ipfs/node_modules/.installed tests/js/anvil/node_modules/.installed
 
 tests/js/%/node_modules/.installed: tests/js/%/package.json tests/js/%/package-lock.json
 	@if ! command -v $(NPM) >/dev/null 2>&1; then \

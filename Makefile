@@ -29,7 +29,15 @@ tests/js/%/node_modules/.installed: tests/js/%/package.json tests/js/%/package-l
 		echo "npm ci in tests/js/$* failed: the IPFS reference tests that need it will be skipped."; \
 	fi
 
-node-tools: $(NODE_TOOLS)
+# solc and OpenZeppelin, to check that the committed contract artifacts rebuild byte for byte.
+storage/contracts/node_modules/.installed: storage/contracts/package.json storage/contracts/package-lock.json
+	@if command -v $(NPM) >/dev/null 2>&1 && $(NPM) ci --prefix storage/contracts --no-audit --no-fund --loglevel=error; then \
+		touch $@; \
+	else \
+		echo "npm ci in storage/contracts failed or npm is missing: the contract rebuild check will be skipped."; \
+	fi
+
+node-tools: $(NODE_TOOLS) storage/contracts/node_modules/.installed
 
 test: $(VENV)/.installed node-tools
 	$(PY) -m pytest
@@ -38,3 +46,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/capture.py
 	$(PY) bench/label.py
 	$(PY) bench/cid.py
+	$(PY) bench/gas.py

@@ -59,8 +59,10 @@ contract ClipRegistry is AccessControl {
     error BatchTooLarge(uint256 count, uint256 max);
     error UnknownBatch(uint256 batchId);
     error AlreadySettled(uint256 batchId);
-    /// The bitmap must have ceil(count / 256) words and no bit set at or beyond `count`.
+    /// The bitmap must have ceil(count / 256) words ...
     error BadBitmap(uint256 expectedWords, uint256 words);
+    /// ... and no bit set at or beyond the batch's `count`.
+    error BitBeyondCount(uint256 count);
     /// `qualities` must hold one uint16 per accepted clip.
     error QualitiesLength(uint256 expectedBytes, uint256 bytes_);
     /// `rejectReasons` must hold one uint8 per rejected clip.
@@ -227,58 +229,192 @@ contract ClipRegistry is AccessControl {
         emit RewardChanged(rewardPerClip_, maxRewardPerClip_);
     }
 
-    /// Root of the 1..256 `digests`, using memory from `buf` (n/2 + 1 words, not allocated: whatever
-    /// lies past the free memory pointer) and the scratch space. Leaves and the first level of
-    /// parents are computed in one pass.
+    /// Root of the 1..256 `digests`, using memory from `buf` (n/16 + 16 words, not allocated: whatever
+    /// lies past the free memory pointer) and the scratch space. Node j of level k covers the aligned
+    /// block of leaves [j * 2**k, (j + 1) * 2**k), so whole blocks of 16 leaves are reduced to their
+    /// level-4 node on the stack; the last partial block and the levels above go level by level.
     function _merkleRoot(bytes32[] calldata digests, uint256 buf) private pure returns (bytes32 r) {
         assembly ("memory-safe") {
-            let off := digests.offset
-            let len := digests.length
-            let pairs := shr(1, len)
-            let out := buf
-            let i := 0
-            for { let lim := shl(1, pairs) } lt(i, lim) {} {
-                let p := add(off, shl(5, i))
+            function leaf(i, p) -> h {
                 mstore(0x00, i)
                 mstore(0x20, calldataload(p))
-                let a := keccak256(0x00, 0x40)
-                i := add(i, 1)
-                mstore(0x00, i)
-                mstore(0x20, calldataload(add(p, 0x20)))
-                let c := keccak256(0x00, 0x40)
-                i := add(i, 1)
-                // commutative: the smaller child first
+                h := keccak256(0x00, 0x40)
+            }
+            // OpenZeppelin's commutative hash: the smaller child first
+            function node(a, c) -> h {
                 let s := shl(5, gt(a, c))
                 mstore(s, a)
                 mstore(xor(s, 0x20), c)
-                mstore(out, keccak256(0x00, 0x40))
+                h := keccak256(0x00, 0x40)
+            }
+            // reduces the `count` nodes at `at` level by level (odd last node promoted) into `at`
+            function reduce(at, count) {
+                for {} gt(count, 1) {} {
+                    let src := at
+                    let out := at
+                    for { let lim := add(at, shl(6, shr(1, count))) } lt(src, lim) {} {
+                        mstore(out, node(mload(src), mload(add(src, 0x20))))
+                        out := add(out, 0x20)
+                        src := add(src, 0x40)
+                    }
+                    let odd := and(count, 1)
+                    if odd { mstore(out, mload(src)) }
+                    count := add(shr(1, count), odd)
+                }
+            }
+            let off := digests.offset
+            let len := digests.length
+            let out := buf
+            let i := 0
+            // Whole blocks of 16 leaves, unrolled (8 + 4 + 2 + 1 parents, kept on the stack: x holds a
+            // finished level-1 node, y level 2, z level 3, until its sibling is done). Same as leaf()
+            // and node() above, written out: this loop is most of submitBatch's computation.
+            for { let lim := shl(4, shr(4, len)) } lt(i, lim) {} {
+                let p := add(off, shl(5, i))
+                let a := 0
+                let c := 0
+                let s := 0
+                let x := 0
+                let y := 0
+                let z := 0
+                // leaves 0, 1
+                mstore(0x00, i)
+                mstore(0x20, calldataload(p))
+                a := keccak256(0x00, 0x40)
+                mstore(0x00, add(i, 1))
+                mstore(0x20, calldataload(add(p, 0x20)))
+                c := keccak256(0x00, 0x40)
+                s := shl(5, gt(a, c))
+                mstore(s, a)
+                mstore(xor(s, 0x20), c)
+                a := keccak256(0x00, 0x40)
+                x := a
+                // leaves 2, 3
+                mstore(0x00, add(i, 2))
+                mstore(0x20, calldataload(add(p, 0x40)))
+                a := keccak256(0x00, 0x40)
+                mstore(0x00, add(i, 3))
+                mstore(0x20, calldataload(add(p, 0x60)))
+                c := keccak256(0x00, 0x40)
+                s := shl(5, gt(a, c))
+                mstore(s, a)
+                mstore(xor(s, 0x20), c)
+                a := keccak256(0x00, 0x40)
+                s := shl(5, gt(x, a))
+                mstore(s, x)
+                mstore(xor(s, 0x20), a)
+                a := keccak256(0x00, 0x40)
+                y := a
+                // leaves 4, 5
+                mstore(0x00, add(i, 4))
+                mstore(0x20, calldataload(add(p, 0x80)))
+                a := keccak256(0x00, 0x40)
+                mstore(0x00, add(i, 5))
+                mstore(0x20, calldataload(add(p, 0xa0)))
+                c := keccak256(0x00, 0x40)
+                s := shl(5, gt(a, c))
+                mstore(s, a)
+                mstore(xor(s, 0x20), c)
+                a := keccak256(0x00, 0x40)
+                x := a
+                // leaves 6, 7
+                mstore(0x00, add(i, 6))
+                mstore(0x20, calldataload(add(p, 0xc0)))
+                a := keccak256(0x00, 0x40)
+                mstore(0x00, add(i, 7))
+                mstore(0x20, calldataload(add(p, 0xe0)))
+                c := keccak256(0x00, 0x40)
+                s := shl(5, gt(a, c))
+                mstore(s, a)
+                mstore(xor(s, 0x20), c)
+                a := keccak256(0x00, 0x40)
+                s := shl(5, gt(x, a))
+                mstore(s, x)
+                mstore(xor(s, 0x20), a)
+                a := keccak256(0x00, 0x40)
+                s := shl(5, gt(y, a))
+                mstore(s, y)
+                mstore(xor(s, 0x20), a)
+                a := keccak256(0x00, 0x40)
+                z := a
+                // leaves 8, 9
+                mstore(0x00, add(i, 8))
+                mstore(0x20, calldataload(add(p, 0x100)))
+                a := keccak256(0x00, 0x40)
+                mstore(0x00, add(i, 9))
+                mstore(0x20, calldataload(add(p, 0x120)))
+                c := keccak256(0x00, 0x40)
+                s := shl(5, gt(a, c))
+                mstore(s, a)
+                mstore(xor(s, 0x20), c)
+                a := keccak256(0x00, 0x40)
+                x := a
+                // leaves 10, 11
+                mstore(0x00, add(i, 10))
+                mstore(0x20, calldataload(add(p, 0x140)))
+                a := keccak256(0x00, 0x40)
+                mstore(0x00, add(i, 11))
+                mstore(0x20, calldataload(add(p, 0x160)))
+                c := keccak256(0x00, 0x40)
+                s := shl(5, gt(a, c))
+                mstore(s, a)
+                mstore(xor(s, 0x20), c)
+                a := keccak256(0x00, 0x40)
+                s := shl(5, gt(x, a))
+                mstore(s, x)
+                mstore(xor(s, 0x20), a)
+                a := keccak256(0x00, 0x40)
+                y := a
+                // leaves 12, 13
+                mstore(0x00, add(i, 12))
+                mstore(0x20, calldataload(add(p, 0x180)))
+                a := keccak256(0x00, 0x40)
+                mstore(0x00, add(i, 13))
+                mstore(0x20, calldataload(add(p, 0x1a0)))
+                c := keccak256(0x00, 0x40)
+                s := shl(5, gt(a, c))
+                mstore(s, a)
+                mstore(xor(s, 0x20), c)
+                a := keccak256(0x00, 0x40)
+                x := a
+                // leaves 14, 15
+                mstore(0x00, add(i, 14))
+                mstore(0x20, calldataload(add(p, 0x1c0)))
+                a := keccak256(0x00, 0x40)
+                mstore(0x00, add(i, 15))
+                mstore(0x20, calldataload(add(p, 0x1e0)))
+                c := keccak256(0x00, 0x40)
+                s := shl(5, gt(a, c))
+                mstore(s, a)
+                mstore(xor(s, 0x20), c)
+                a := keccak256(0x00, 0x40)
+                s := shl(5, gt(x, a))
+                mstore(s, x)
+                mstore(xor(s, 0x20), a)
+                a := keccak256(0x00, 0x40)
+                s := shl(5, gt(y, a))
+                mstore(s, y)
+                mstore(xor(s, 0x20), a)
+                a := keccak256(0x00, 0x40)
+                s := shl(5, gt(z, a))
+                mstore(s, z)
+                mstore(xor(s, 0x20), a)
+                a := keccak256(0x00, 0x40)
+                mstore(out, a)
+                out := add(out, 0x20)
+                i := add(i, 16)
+            }
+            let rest := and(len, 15)
+            if rest {
+                let q := out
+                for {} lt(i, len) { i := add(i, 1) } {
+                    mstore(q, leaf(i, add(off, shl(5, i))))
+                    q := add(q, 0x20)
+                }
+                reduce(out, rest)
                 out := add(out, 0x20)
             }
-            let odd := and(len, 1)
-            if odd {
-                // the last leaf is promoted
-                mstore(0x00, i)
-                mstore(0x20, calldataload(add(off, shl(5, i))))
-                mstore(out, keccak256(0x00, 0x40))
-            }
-            let count := add(pairs, odd)
-            for {} gt(count, 1) {} {
-                let src := buf
-                out := buf
-                for { let lim := add(buf, shl(6, shr(1, count))) } lt(src, lim) {} {
-                    let a := mload(src)
-                    let c := mload(add(src, 0x20))
-                    let s := shl(5, gt(a, c))
-                    mstore(s, a)
-                    mstore(xor(s, 0x20), c)
-                    mstore(out, keccak256(0x00, 0x40))
-                    out := add(out, 0x20)
-                    src := add(src, 0x40)
-                }
-                odd := and(count, 1)
-                if odd { mstore(out, mload(src)) }
-                count := add(shr(1, count), odd)
-            }
+            reduce(buf, shr(5, sub(out, buf)))
             r := mload(buf)
         }
     }
@@ -296,7 +432,7 @@ contract ClipRegistry is AccessControl {
             for (uint256 w; w < words; ++w) {
                 uint256 x = acceptedBitmap[w];
                 uint256 bitsHere = n - (w << 8); // > 0
-                if (bitsHere < 256 && x >> bitsHere != 0) revert BadBitmap(words, words);
+                if (bitsHere < 256 && x >> bitsHere != 0) revert BitBeyondCount(n);
                 accepted += _popcount(x);
             }
             rejected = n - accepted;
@@ -320,7 +456,6 @@ contract ClipRegistry is AccessControl {
                 let sum := 0
                 let end := add(off, len)
                 let lanes16 := 0x0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff
-                let lanes32 := 0x00000000ffffffff00000000ffffffff00000000ffffffff00000000ffffffff
                 let hi := 0x8000800080008000800080008000800080008000800080008000800080008000
                 // per lane (<= 0x7fff) + 22767 sets the lane's bit 15 exactly when it is > 10000
                 let k := 0x58ef58ef58ef58ef58ef58ef58ef58ef58ef58ef58ef58ef58ef58ef58ef58ef
@@ -329,12 +464,10 @@ contract ClipRegistry is AccessControl {
                     let left := sub(end, p)
                     if lt(left, 0x20) { w := and(w, not(shr(shl(3, left), not(0)))) }
                     bad := or(bad, and(or(w, add(and(w, not(hi)), k)), hi))
-                    // 16 x 16-bit lanes -> 8 x 32 -> 4 x 64 -> 2 x 128 -> 1
+                    // 16 x 16-bit lanes -> 8 x 32-bit lanes, whose sum (< 2**21) the multiplication
+                    // gathers in the top 32 bits
                     w := add(and(w, lanes16), and(shr(16, w), lanes16))
-                    w := add(and(w, lanes32), and(shr(32, w), lanes32))
-                    w := add(w, shr(64, w))
-                    w := add(w, shr(128, w))
-                    sum := add(sum, and(w, 0xffffffffffffffff))
+                    sum := add(sum, shr(224, mul(w, 0x0000000100000001000000010000000100000001000000010000000100000001)))
                 }
                 reward := mul(div(per, 10000), sum)
             }
@@ -388,7 +521,7 @@ contract ClipRegistry is AccessControl {
             let len := qualities.length
             mstore(p, len)
             let padded := and(add(len, 31), not(31))
-            mstore(add(add(p, 0x20), sub(padded, 0x20)), 0)
+            mstore(add(add(p, 0x20), sub(padded, 0x20)), 0) // the last word's padding (len 0: the length, 0)
             calldatacopy(add(p, 0x20), qualities.offset, len)
             p := add(p, add(0x20, padded))
             // reject reasons, likewise

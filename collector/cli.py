@@ -358,10 +358,13 @@ def cmd_export_car(args) -> int:
 
 
 def validator_key(config):
-    """The validator's account: its own encrypted keystore in the data directory, password from
-    KNACK_VALIDATOR_PASSWORD (else the device password, for a device that validates its own demo)."""
-    from collector.identity import load_or_create
+    """The validator's account: KNACK_VALIDATOR_KEY (hex) if set, else its own encrypted keystore in the
+    data directory, password from KNACK_VALIDATOR_PASSWORD (else the device password, for a device
+    that validates its own demo)."""
+    from collector.identity import from_environment, load_or_create
 
+    if (key := from_environment("KNACK_VALIDATOR_KEY")) is not None:
+        return key
     password = os.environ.get("KNACK_VALIDATOR_PASSWORD") or device_password(confirm=False)
     key, created = load_or_create(config.data_path / "validator-key.json", password)
     if created:

@@ -46,6 +46,19 @@ def recover_signer(message: bytes, signature: dict) -> str:
         raise IdentityError(str(exc)) from None
 
 
+def from_environment(variable: str) -> DeviceKey | None:
+    """A key given as hex in an environment variable (for services whose secrets come from the
+    environment, e.g. systemd credentials); None when the variable is not set."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return None
+    try:
+        account = Account.from_key(value)
+    except Exception:  # eth-keys raises several types for malformed keys; the value is never echoed
+        raise IdentityError(f"{variable} is set but is not a 32-byte hex private key") from None
+    return DeviceKey(account.address, bytes(account.key))
+
+
 def load_or_create(path: Path, password: str, *, kdf: str = "scrypt", iterations: int | None = None) -> tuple[DeviceKey, bool]:
     """The key at `path`, creating it (mode 0600, written atomically) when there is none; True if created."""
     if not password:

@@ -110,3 +110,16 @@ def test_the_embedded_chain_keeps_its_state_for_the_next_process(world, device_k
     assert run.returncode == 0, run.stderr
     view = json.loads(run.stdout)
     assert view["accepted"] == 3 and int(view["balance"]) > 0
+
+
+def test_a_validator_key_from_the_environment(monkeypatch):
+    from collector.identity import IdentityError, from_environment
+
+    monkeypatch.setenv("KNACK_VALIDATOR_KEY", "0x" + "11" * 32)
+    key = from_environment("KNACK_VALIDATOR_KEY")
+    assert key.address == "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A"
+    assert "11" * 32 not in repr(key)
+    monkeypatch.setenv("KNACK_VALIDATOR_KEY", "not a key")
+    with pytest.raises(IdentityError, match="is not a 32-byte hex private key") as error:
+        from_environment("KNACK_VALIDATOR_KEY")
+    assert "not a key" not in str(error.value)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from storage.chain import Chain, ChainError, ChainUnavailable
 from storage.cid import Cid
+from storage.contracts.encoding import bitmap_bits, unpack_qualities
 from storage.outbox import Outbox
 
 log = logging.getLogger("knack.chain")
@@ -65,11 +66,6 @@ def _finish(outbox: Outbox, chain: Chain, tx_hash: str, raw: bytes, clip_ids: li
     return Submitted(batch_id, clip_ids, tx_hash)
 
 
-def bitmap_bits(words: list[int], count: int) -> list[bool]:
-    """The accepted flags of a batch from the registry's little-endian bitmap words."""
-    return [bool(words[i // 256] >> (i % 256) & 1) if i // 256 < len(words) else False for i in range(count)]
-
-
 def sync_settlements(outbox: Outbox, chain: Chain) -> int:
     """Reads the registry's BatchSettled events for this device's unsettled batches into the outbox."""
     batches = outbox.unsettled_batches()
@@ -85,7 +81,7 @@ def sync_settlements(outbox: Outbox, chain: Chain) -> int:
         args = logs[0]["args"]
         _, _, count, _ = registry.functions.batch(batch_id).call()
         accepted = bitmap_bits(list(args["acceptedBitmap"]), count)
-        qualities = [int.from_bytes(args["qualities"][i : i + 2], "big") for i in range(0, len(args["qualities"]), 2)]
+        qualities = unpack_qualities(args["qualities"])
         reasons = list(args["rejectReasons"])
         outcomes, q, r = {}, iter(qualities), iter(reasons)
         for index, ok in enumerate(accepted):

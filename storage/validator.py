@@ -14,6 +14,7 @@ from pathlib import Path
 
 from storage.chain import Chain
 from storage.cid import DAG_PB, Cid
+from storage.contracts.encoding import bitmap, pack_qualities
 from storage.ipfs import ContentStore
 from storage.sqlite import open_wal
 from storage.submitter import REASONS
@@ -94,11 +95,8 @@ class Validator:
 
     def settle(self, batch_id: int, contributor: str, digests: list[bytes]) -> list[Verdict]:
         verdicts = [self.check(Cid(DAG_PB, bytes(d)), contributor, batch_id) for d in digests]
-        words = [0] * ((len(verdicts) + 255) // 256)
-        for i, v in enumerate(verdicts):
-            if v.accepted:
-                words[i // 256] |= 1 << (i % 256)
-        qualities = b"".join(v.quality_bps.to_bytes(2, "big") for v in verdicts if v.accepted)
+        words = bitmap([v.accepted for v in verdicts])
+        qualities = pack_qualities(v.quality_bps for v in verdicts if v.accepted)
         reasons = bytes(v.reason for v in verdicts if not v.accepted)
         self.chain.fund(self.key.address)
         self.chain.transact(self.key, self.chain.registry.functions.settleBatch(batch_id, words, qualities, reasons))

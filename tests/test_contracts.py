@@ -22,6 +22,7 @@ from web3 import EthereumTesterProvider, Web3  # noqa: E402
 from web3.logs import DISCARD  # noqa: E402
 
 from storage.contracts import ARTIFACTS, CONTRACTS, HERE, SOURCES, load_artifact, merkle  # noqa: E402
+from storage.contracts.encoding import bitmap, pack_qualities  # noqa: E402
 
 REWARD = 10**18  # per clip at quality 10000
 CAP = 2 * 10**18
@@ -32,16 +33,6 @@ def digests(n: int, salt: str = "") -> list[bytes]:
     return [hashlib.sha256(f"{salt}clip {i}".encode()).digest() for i in range(n)]
 
 
-def bitmap(accepted: list[bool]) -> list[int]:
-    words = [0] * ((len(accepted) + 255) // 256)
-    for i, a in enumerate(accepted):
-        if a:
-            words[i >> 8] |= 1 << (i & 255)
-    return words
-
-
-def pack_qualities(values) -> bytes:
-    return b"".join(int(q).to_bytes(2, "big") for q in values)
 
 
 def expected_reward(qualities, per=REWARD, cap=CAP) -> int:

@@ -15,6 +15,8 @@ import json
 import sys
 
 from . import load_artifact
+from .encoding import bitmap
+from .encoding import pack_qualities as qualities
 
 SIZES = (1, 16, 64, 256)
 REWARD = 10**18
@@ -46,16 +48,6 @@ def digests(n: int, salt: str = "") -> list[bytes]:
     return [hashlib.sha256(f"{salt}clip {i}".encode()).digest() for i in range(n)]
 
 
-def bitmap(accepted: list[bool]) -> list[int]:
-    words = [0] * ((len(accepted) + 255) // 256)
-    for i, a in enumerate(accepted):
-        if a:
-            words[i >> 8] |= 1 << (i & 255)
-    return words
-
-
-def qualities(values) -> bytes:
-    return b"".join(int(q).to_bytes(2, "big") for q in values)
 
 
 def new_account(w3, tester, seed: str) -> str:

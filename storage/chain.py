@@ -142,7 +142,10 @@ class Chain:
                 try:
                     self.w3.eth.send_raw_transaction(raw)
                 except (Web3RPCError, ValueError) as exc:
-                    if "already known" not in str(exc) and "nonce too low" not in str(exc):
+                    if "nonce too low" in str(exc):
+                        # Not mined (no receipt above), and its nonce is spent: another transaction took it.
+                        raise ChainError(f"transaction {tx_hash} was replaced: its nonce was used by another transaction") from None
+                    if "already known" not in str(exc):
                         raise ChainError(f"the node refused the transaction: {exc}") from None
                 receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
         except TimeExhausted:

@@ -20,6 +20,7 @@ class Submitted:
     clip_ids: list
     tx_hash: str
     error: str = ""
+    later: bool = False  # the chain was unreachable: the signed transaction waits to be sent again
 
 
 def submit_due(outbox: Outbox, chain: Chain, key, max_batch: int = MAX_BATCH, now: float | None = None) -> list[Submitted]:
@@ -27,7 +28,7 @@ def submit_due(outbox: Outbox, chain: Chain, key, max_batch: int = MAX_BATCH, no
     that are due, `max_batch` per transaction."""
     chain.fund(key.address)
     results = [_finish(outbox, chain, tx_hash, raw, clip_ids) for tx_hash, raw, clip_ids in outbox.staged_txs("submit")]
-    if any(r.error and "not reachable" in r.error for r in results):
+    if any(r.later for r in results):
         return results
     due = outbox.due("pinned", now)
     for start in range(0, len(due), max_batch):
@@ -53,7 +54,7 @@ def _finish(outbox: Outbox, chain: Chain, tx_hash: str, raw: bytes, clip_ids: li
     except ChainUnavailable as exc:  # the signed transaction stays staged and is sent again next round
         for clip_id in clip_ids:
             outbox.failed(clip_id, f"submission waits: {exc}")
-        return Submitted(None, clip_ids, tx_hash, str(exc))
+        return Submitted(None, clip_ids, tx_hash, str(exc), later=True)
     except ChainError as exc:  # reverted or replaced: forget it, the clips are signed into a new batch later
         outbox.drop_tx(tx_hash)
         for clip_id in clip_ids:

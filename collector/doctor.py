@@ -102,7 +102,15 @@ def _post_json(url: str, body: bytes | None, timeout: float = 2.0) -> dict:
 
 def _ipfs(config: Config) -> Check:
     if not config.storage.ipfs_api:
-        return Check("ipfs daemon", "info", "not configured (storage.ipfs_api)")
+        path = config.data_path / "ipfs" / "blocks.sqlite"
+        if not path.exists():
+            return Check("ipfs store", "ok", f"embedded block store (no daemon configured); will be created at {path}")
+        from storage.blockstore import BlockStore
+
+        blocks = BlockStore(path)
+        detail = f"embedded block store {path}: {blocks.count()} blocks, {len(blocks.pins())} pinned clips"
+        blocks.close()
+        return Check("ipfs store", "ok", detail)
     parts = config.storage.ipfs_api.strip("/").split("/")
     try:
         host, port = parts[1], parts[3]
@@ -114,7 +122,11 @@ def _ipfs(config: Config) -> Check:
 
 def _chain(config: Config) -> Check:
     if not config.storage.chain_rpc:
-        return Check("chain rpc", "info", "not configured (storage.chain_rpc)")
+        from storage.chain import Deployment
+
+        deployment = Deployment.load(config.data_path / "chain" / "deployment-embedded.json")
+        where = f"registry {deployment.registry}" if deployment else "contracts deployed on first use"
+        return Check("chain", "ok", f"embedded EVM (no chain_rpc configured), state in {config.data_path / 'chain'}; {where}")
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
     try:
         reply = _post_json(config.storage.chain_rpc, body)

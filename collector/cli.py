@@ -17,6 +17,7 @@ from collector.config import ConfigError, load
 from collector.identity import IdentityError
 from collector.labeling.cards import CardError
 from storage.chain import ChainError
+from storage.outbox import STATES
 
 log = logging.getLogger("knack")
 
@@ -149,55 +150,27 @@ def run_recording(config, key, duration: float | None, until_sources_end: bool =
 
     Each clip is labeled in the background as soon as it is sealed (labeler.label_on_record), and each
     accepted clip goes through the outbox to the content store (pinned), also in the background."""
-    from collector.pipeline import LabelWorker, unlabeled
-    from collector.recorder import Recorder
-    from collector.sources import make_sources
+    from collector.session import CaptureSession
 
-    from storage.pinner import Pinner, enqueue
-
-    written = []
     tty = sys.stdout.isatty()
-    label = config.labeler.label_on_record if label is None else label
-    outbox, store = open_outbox(config)
-    pinned: list = []
 
     def on_pinned(result) -> None:
-        pinned.append(result)
         if not quiet:
             print(f"  {'pinned' if not result.error else 'not pinned'} {result.clip_id}  {result.cid or ''}{'  ' + result.error if result.error else ''}", flush=True)
 
-    pinner = Pinner(outbox, store, on_pinned=on_pinned, remote=remote_pinning(config)).start()
-
-    def on_labeled(result) -> None:
-        if not quiet:
-            _print_labeled(result)
-        # The decision is in the signed manifest; the outbox takes it from there and the pinner is woken.
-        enqueue(outbox, result.path)
-        pinner.wake()
-
-    worker = LabelWorker(config, key, on_labeled=on_labeled).start() if label else None
-
     def on_clip(clip) -> None:
-        written.append(clip)
-        outbox.record(clip.clip_id, clip.path, "recorded")
-        if worker is not None:
-            worker.submit(clip.path)
         if not quiet:
             # On a terminal the progress line is rewritten in place: start the clip's line below it.
             print(f"{chr(10) if tty else ''}clip {clip.clip_id}: {clip.frames} frames, {clip.samples} samples -> {clip.path}", flush=True)
 
-    recorder = Recorder(config, make_sources(config), key, on_clip=on_clip)
+    session = CaptureSession(config, key, label=label, on_clip=on_clip, on_labeled=None if quiet else _print_labeled, on_pinned=on_pinned)
     stop = _stop_event()
-    recorder.start()
+    session.start()
+    recorder = session.recorder
     for message in recorder.recovered:
         print(message)
-    if worker is not None:
-        # After start: clips salvaged from a crash are sealed by now; the first new clip is seconds away.
-        backlog = [c for c in unlabeled(config.clips_path) if c.name not in {w.clip_id for w in written}]
-        if backlog and not quiet:
-            print(f"{len(backlog)} earlier clip(s) not labeled yet: labeling them in the background", flush=True)
-        for clip in backlog:
-            worker.submit(clip)
+    if session.backlog and not quiet:
+        print(f"{len(session.backlog)} earlier clip(s) not labeled yet: labeling them in the background", flush=True)
     started = time.monotonic()
     last_print = 0.0
     while not stop.wait(0.2):
@@ -212,14 +185,12 @@ def run_recording(config, key, duration: float | None, until_sources_end: bool =
     recorder.close(at_ns=recorder.files_end_ns() if until_sources_end and recorder.sources_ended() else None)
     if not quiet:
         print(("\n" if tty else "") + _progress_line(recorder))
-    if worker is not None:
-        if worker.pending and not quiet:
-            print(f"labeling the last {worker.pending} clip(s)...", flush=True)
-        worker.close()
-        for clip, reason in worker.failed:
-            print(f"clip {clip.name} was not labeled: {reason} (run `knack label {clip}` to try again)")
-    pinner.close(drain=True)
-    return Recording(recorder, written, worker.labeled if worker is not None else [], pinned)
+    if session.labels is not None and session.labels.pending and not quiet:
+        print(f"labeling the last {session.labels.pending} clip(s)...", flush=True)
+    session.close()
+    for clip, reason in session.label_failures:
+        print(f"clip {clip.name} was not labeled: {reason} (run `knack label {clip}` to try again)")
+    return Recording(recorder, session.written, session.labeled, session.pinned)
 
 
 def cmd_record(args) -> int:
@@ -334,6 +305,49 @@ def cmd_retry(args) -> int:
     count = outbox.retry(args.clip_id or None)
     print(f"{count} clip(s) will be tried again at once (run `knack pin`, or they go with the next recording)")
     return 0
+
+
+def cmd_clips(args) -> int:
+    import dataclasses as dc
+
+    from collector.clips import clip_view, clip_views, describe
+
+    outbox, _ = open_outbox(_load(args))
+    if args.clip_id:
+        entry = outbox.get(args.clip_id)
+        if entry is None or entry.state == "discarded":
+            print(f"no clip {args.clip_id} in the outbox (`knack clips` lists them)", file=sys.stderr)
+            return 1
+        view = clip_view(outbox, entry)
+        print(json.dumps(dc.asdict(view), indent=2, default=str) if args.json else "\n".join(describe(view)))
+        return 0
+    views = clip_views(outbox, args.state)
+    if args.json:
+        print(json.dumps([{k: v for k, v in dc.asdict(view).items() if k != "manifest"} for view in views], indent=2, default=str))
+        return 0
+    for v in views:
+        quality = f"{v.quality:.2f}" if v.quality is not None else "-"
+        reward = f"+{v.reward_tokens} KNACK" if v.reward_tokens else ""
+        print(f"{v.clip_id}  {v.state:<9} {quality:>5}  {v.hands:<14} {reward:<16} {v.reason}")
+    if not views:
+        print("no clips" + (f" in state {args.state}" if args.state else "") + " in the outbox")
+    return 0
+
+
+def cmd_discard(args) -> int:
+    from collector.discard import DiscardError, discard
+
+    config = _load(args)
+    outbox, _ = open_outbox(config)
+    failed = 0
+    for clip_id in args.clip_id:
+        try:
+            discard(outbox, config.clips_path, clip_id)
+            print(f"discarded {clip_id}")
+        except (DiscardError, OSError) as exc:
+            print(f"not discarded: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
 
 
 def cmd_export_car(args) -> int:
@@ -468,6 +482,30 @@ def cmd_demo(args) -> int:
     return run_demo(_load(args), data_dir=args.data_dir, clip_seconds=args.clip_seconds)
 
 
+def cmd_tui(args) -> int:
+    """The Textual app; with --demo on the bundled sample video (looping) and the sensor simulator."""
+    import dataclasses
+
+    from tui.app import run
+
+    base = _load(args)
+    if not args.demo:
+        return run(base, device_key(base))
+    from collector.demo import demo_config
+    from collector.sample import SAMPLE_IMU
+    from collector.simulator import SerialSimulator, SimulatorConfig
+
+    target = Path(args.data_dir) if args.data_dir else base.data_path / "demo"
+    # Both keys are unlocked before the app owns the terminal: in a demo the app validates its own clips.
+    keys_config = dataclasses.replace(base, data_dir=str(target))
+    key, validator = device_key(keys_config), validator_key(keys_config)
+    with SerialSimulator(SimulatorConfig(rate=200.0, protocol="csv", replay=str(SAMPLE_IMU))) as sim:  # replays in a loop
+        config = demo_config(base, target, sim.port, args.clip_seconds)
+        # The sample loops, so the preview goes on for as long as the operator wants to record.
+        config = dataclasses.replace(config, camera=tuple(dataclasses.replace(c, loop=True) for c in config.camera)).validate()
+        return run(config, key, demo=True, validator_key=validator)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knack", description="Record, label and contribute recordings of skilled hands at work.")
     parser.add_argument("--config", help="path to knack.toml (default: $KNACK_CONFIG, then the user config directory)")
@@ -478,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the demo writes (default: <data_dir>/demo)")
     p.add_argument("--clip-seconds", type=float, default=2.5)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("tui", help="the operator's terminal app: record, clips, rewards, devices")
+    p.add_argument("--demo", action="store_true", help="on the bundled sample recording and the sensor simulator, in <data_dir>/demo")
+    p.add_argument("--data-dir", help="with --demo: where it writes (default: <data_dir>/demo)")
+    p.add_argument("--clip-seconds", type=float, default=5.0, help="with --demo: clip length while recording (0: cut only on start/stop/split)")
+    p.set_defaults(func=cmd_tui)
 
     p = sub.add_parser("record", help="record clips from the configured sources until Ctrl-C")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -515,6 +559,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retry", help="try failed or waiting uploads again now")
     p.add_argument("clip_id", nargs="*", help="clip ids (default: every pending clip)")
     p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("clips", help="every clip with its state, quality, reason, CID, transaction and reward")
+    p.add_argument("clip_id", nargs="?", help="one clip in full: manifest, CID, transaction and reward")
+    p.add_argument("--state", choices=STATES, help="only clips in this state")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clips)
+
+    p = sub.add_parser("discard", help="delete clips not shared yet (recorded, labeled, accepted or rejected): files and outbox row")
+    p.add_argument("clip_id", nargs="+")
+    p.set_defaults(func=cmd_discard)
 
     p = sub.add_parser("export-car", help="write a clip as a CARv1 file that any IPFS node imports")
     p.add_argument("clip", help="a clip directory or clip id")

@@ -88,6 +88,7 @@ class Recorder:
         self.stream_info: dict[str, dict] = {}
         self._last_io_error = 0.0
         self._failing: set[str] = set()
+        self._latest: dict[str, Frame | Sample] = {}
 
     # --- control (any thread) -------------------------------------------------------------------
     def start(self, record: bool = True) -> "Recorder":
@@ -119,6 +120,10 @@ class Recorder:
 
     def mark(self, label: str = "mark") -> None:
         self._commands.put(("mark", self.clock.now_ns(), label))
+
+    def latest(self, name: str) -> Frame | Sample | None:
+        """The last frame or sample the recorder took from source `name` (for a live view; never blocks capture)."""
+        return self._latest.get(name)
 
     def files_end_ns(self) -> int | None:
         """When the last video-file camera ran out, so a recording "until the file ends" stops there."""
@@ -208,6 +213,7 @@ class Recorder:
                 break
             moved += 1
             self._watermarks[source.name] = item.capture_ns
+            self._latest[source.name] = item
             span = self.segmenter.route(item.capture_ns)
             if span is None:
                 if self.segmenter.spans and item.capture_ns < self.segmenter.spans[0].start_ns:

@@ -16,6 +16,8 @@ from pathlib import Path
 from storage.sqlite import open_wal
 
 STATES = ("recorded", "labeled", "rejected", "accepted", "pinned", "submitted", "settled")
+# Before pinning a clip is the device's alone and may be thrown away; from then on it is shared and kept.
+DISCARDABLE = ("recorded", "labeled", "rejected", "accepted")
 PENDING = ("accepted", "pinned", "submitted")
 BACKOFF_BASE_S = 5.0
 BACKOFF_MAX_S = 3600.0
@@ -141,7 +143,28 @@ class Outbox:
         return rows[0] if rows else None
 
     def entries(self) -> list[Entry]:
-        return self._rows("ORDER BY created")
+        return self._rows("WHERE state != 'discarded' ORDER BY created")
+
+    def chain_record(self, clip_id: str) -> dict | None:
+        """What the chain steps noted for a clip: its transaction, batch, index, reward (wei) and the
+        validator's rejection reason; None for an unknown clip."""
+        with self._lock:
+            row = self._db.execute("SELECT tx_hash, batch_id, batch_index, reward, chain_reason FROM clips WHERE clip_id = ?", (clip_id,)).fetchone()
+        return None if row is None else dict(zip(("tx_hash", "batch_id", "batch_index", "reward", "chain_reason"), row))
+
+    # -- discarding (the operator's choice, before a clip is shared) -----------------------------------
+
+    def mark_discarded(self, clip_id: str) -> bool:
+        """recorded/labeled/accepted/rejected -> discarded, in one conditional UPDATE so a clip the pinner
+        has just pinned is never discarded; the row goes with `forget` once the files are gone."""
+        marks = ",".join("?" * len(DISCARDABLE))
+        return self._exec(f"UPDATE clips SET state = 'discarded', updated = ? WHERE clip_id = ? AND state IN ({marks})", (time.time(), clip_id, *DISCARDABLE)) == 1
+
+    def discarded(self) -> list[Entry]:
+        return self._rows("WHERE state = 'discarded'")
+
+    def forget(self, clip_id: str) -> None:
+        self._exec("DELETE FROM clips WHERE clip_id = ? AND state = 'discarded'", (clip_id,))
 
     def counts(self) -> dict[str, int]:
         with self._lock:

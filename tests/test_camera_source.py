@@ -130,3 +130,23 @@ def test_a_stream_camera_that_vanishes_is_reopened_with_backoff_and_the_gap_reco
     assert any(m.startswith("camera cam is back after") for m in messages)
     gaps = source.take_gaps()
     assert gaps and gaps[0].end_ns is not None and gaps[0].end_ns - gaps[0].start_ns > 0.5e9
+
+
+def test_late_counts_lost_frames_not_a_reader_that_catches_up():
+    from collector.sources.camera import LateCounter
+
+    period = 33_333_333
+
+    def lost(times_in_periods, slack=2):
+        counter = LateCounter(period, slack)
+        return sum(counter.frame(int(t * period)) for t in times_in_periods)
+
+    assert lost(range(100)) == 0  # on time
+    # A 4-frame stall, then the driver's buffered frames in quick succession: nothing was lost.
+    assert lost([*range(10), 14, 14.1, 14.2, 14.3, *range(15, 40)]) == 0
+    # Every other frame missing for 10 s: 150 of 300 lost, less the slack.
+    assert lost(range(0, 300, 2)) == 148 - 2  # (the last gap is judged by a frame that never came)
+    # A camera a little faster than nominal never counts anything.
+    assert lost([i * 0.99 for i in range(300)]) == 0
+    # Lost frames are counted once, however long the recording goes on afterwards.
+    assert lost([*range(10), *range(20, 200)]) == 10 - 2

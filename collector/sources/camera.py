@@ -33,6 +33,38 @@ def source_kind(source: str) -> str:
     return "file"
 
 
+class LateCounter:
+    """Frames a camera should have delivered at its nominal rate and did not.
+
+    A camera that skips frames shows it only in the gaps between the ones it delivers. But a gap followed by
+    frames in quick succession is a busy reader catching up on frames the driver (or, for a paced file, the
+    schedule) kept: jitter, not loss. So the deficit against the nominal rate is judged only at a frame that
+    no burst follows, and only what exceeds `slack` frames is counted, once."""
+
+    def __init__(self, period_ns: int, slack: int = 2):
+        self.period_ns, self.slack = period_ns, slack
+        self.anchor_ns: int | None = None
+        self.delivered = 0
+        self.last_ns = 0
+        self.deficit = 0  # at the previous frame, not yet judged
+
+    def frame(self, capture_ns: int) -> int:
+        """Takes one delivered frame; returns how many frames are newly known to be lost."""
+        if self.anchor_ns is None:
+            self.anchor_ns, self.delivered, self.last_ns = capture_ns, 1, capture_ns
+            return 0
+        lost = 0
+        if capture_ns - self.last_ns >= self.period_ns // 2 and self.deficit > self.slack:
+            lost = self.deficit - self.slack  # no burst came to make it up: those frames are gone
+            self.delivered += lost  # counted now, never again
+        self.delivered += 1
+        self.last_ns = capture_ns
+        self.deficit = int((capture_ns - self.anchor_ns) / self.period_ns + 0.5) + 1 - self.delivered
+        if self.deficit < 0:  # ahead of the nominal rate: count afresh from here
+            self.anchor_ns, self.delivered, self.deficit = capture_ns, 1, 0
+        return lost
+
+
 class FrameGrabber(Protocol):
     """The camera seam: open, read one frame, close."""
 
@@ -133,6 +165,7 @@ class CameraSource(ThreadedSource):
         while self._open_with_backoff(self._open, 0.5, 5.0, says):
             self._resume(f"camera {self.name}")
             frames, last_ns, next_due = 0, None, self.clock.now_ns()
+            late = LateCounter(period_ns)
             while not self._stop.is_set():
                 if paced:
                     # A file plays at its nominal rate so its frames line up with live serial streams.
@@ -148,11 +181,7 @@ class CameraSource(ThreadedSource):
                         continue
                     break
                 frames += 1
-                if last_ns is not None:
-                    # A live camera that skips frames shows it only in the interval between the ones it delivers.
-                    missed = round((capture_ns - last_ns) / period_ns) - 1
-                    if missed > 0:
-                        self.stats.late += missed
+                self.stats.late += late.frame(capture_ns)
                 last_ns = capture_ns
                 self._emit(Frame(self.name, capture_ns, image))
             self.grabber.close()

@@ -1,0 +1,170 @@
+"""Clips: every clip in the outbox with its state, and one clip's manifest, CID, transaction and reward
+(the rows and detail of `knack clips`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Header, Label, Select, Static
+
+from collector.clips import ClipView, clip_views, describe
+from storage.outbox import DISCARDABLE, STATES
+
+REFRESH_S = 1.0
+COLUMNS = ("clip", "state", "duration", "quality", "hands", "reward", "reason")
+STATE_STYLE = {"rejected": "red", "accepted": "green", "pinned": "cyan", "submitted": "blue", "settled": "bold green"}
+
+
+class ConfirmDiscard(ModalScreen[bool]):
+    """Discarding deletes a recording: the operator says so twice."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Discard"), Binding("n,escape", "answer(False)", "Keep")]
+
+    def __init__(self, clip_id: str):
+        super().__init__()
+        self.clip_id = clip_id
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Label(f"Discard clip {self.clip_id}?\nIts files are deleted; this cannot be undone.")
+            with Horizontal():
+                yield Button("Discard (y)", variant="error", id="yes")
+                yield Button("Keep (n)", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class ClipsScreen(Screen):
+    BINDINGS = [
+        Binding("t", "retry", "Retry upload"),
+        Binding("l", "relabel", "Re-label"),
+        Binding("d", "discard", "Discard"),
+        Binding("f", "next_filter", "Filter"),
+    ]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.views: dict[str, ClipView] = {}
+        self.state_filter: str | None = None
+        self._shown: list[tuple] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Select([(state, state) for state in STATES], prompt="every state", id="filter", allow_blank=True)
+        with Horizontal():
+            table = DataTable(id="clips", cursor_type="row", zebra_stripes=True)
+            table.add_columns(*COLUMNS)
+            yield table
+            with VerticalScroll(id="detail-pane"):
+                yield Static("No clips yet: record one on the Record screen (1, then r).", id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#detail-pane").border_title = "clip"
+        self.action_refresh()
+        self.set_interval(REFRESH_S, self.action_refresh)
+
+    @work(thread=True, exclusive=True, group="clips")
+    def action_refresh(self) -> None:
+        """Reads the outbox and the manifests in a thread: a slow disk never stalls the screen."""
+        views = clip_views(self.app.session.outbox)
+        self.app.call_from_thread(self.show_rows, views)
+
+    def show_rows(self, views: list[ClipView]) -> None:
+        self.views = {v.clip_id: v for v in views}
+        shown = [v for v in views if self.state_filter in (None, v.state)]
+        rows = [self.cells(v) for v in shown]
+        table = self.query_one("#clips", DataTable)
+        if rows != self._shown:  # rebuilding an unchanged table would only move the cursor about
+            selected = self.selected_clip()
+            table.clear()
+            for v, cells in zip(shown, rows):
+                table.add_row(*cells, key=v.clip_id)
+            if selected is not None and selected in {v.clip_id for v in shown}:
+                table.move_cursor(row=table.get_row_index(selected), animate=False)
+            self._shown = rows
+        self.show_detail(self.selected_clip())
+
+    @staticmethod
+    def cells(v: ClipView) -> tuple:
+        return (
+            v.clip_id,
+            Text(v.state, style=STATE_STYLE.get(v.state, "")),
+            f"{v.duration_s:.1f} s" if v.duration_s is not None else "",
+            f"{v.quality:.2f}" if v.quality is not None else "",
+            v.hands.removeprefix("hands in "),
+            f"+{v.reward_tokens}" if v.reward_tokens else "",
+            (v.reason or "")[:70],
+        )
+
+    def selected_clip(self) -> str | None:
+        table = self.query_one("#clips", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:  # noqa: BLE001 - the cursor is outside the (just cleared) table
+            return None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_detail(event.row_key.value if event.row_key else None)
+
+    def show_detail(self, clip_id: str | None) -> None:
+        detail = self.query_one("#detail", Static)
+        view = self.views.get(clip_id) if clip_id else None
+        if view is None:
+            detail.update("No clips yet: record one on the Record screen (1, then r)." if not self.views else "Select a clip to see it in full.")
+            return
+        detail.update(Text("\n".join(describe(view))))
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self.state_filter = None if event.value is Select.BLANK else str(event.value)
+        self.show_rows(list(self.views.values()))
+
+    def action_next_filter(self) -> None:
+        order = [None, *STATES]
+        self.state_filter = order[(order.index(self.state_filter) + 1) % len(order)]
+        select = self.query_one("#filter", Select)
+        with select.prevent(Select.Changed):
+            if self.state_filter is None:
+                select.clear()
+            else:
+                select.value = self.state_filter
+        self.show_rows(list(self.views.values()))
+        self.notify(f"showing {self.state_filter or 'every'} clip(s)", timeout=2)
+
+    def action_retry(self) -> None:
+        clip_id = self.selected_clip()
+        self.app.retry_uploads([clip_id] if clip_id else None)
+
+    def action_relabel(self) -> None:
+        clip_id = self.selected_clip()
+        if clip_id is None:
+            self.app.notify("no clip selected", severity="warning")
+            return
+        self.app.relabel(Path(self.views[clip_id].path))
+
+    def action_discard(self) -> None:
+        clip_id = self.selected_clip()
+        if clip_id is None:
+            self.app.notify("no clip selected", severity="warning")
+            return
+        if self.views[clip_id].state not in DISCARDABLE:
+            self.app.notify(f"clip {clip_id} is {self.views[clip_id].state}: shared already, so it is kept", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.discard(clip_id)
+                self.action_refresh()
+
+        self.app.push_screen(ConfirmDiscard(clip_id), answered)

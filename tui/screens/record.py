@@ -1,0 +1,106 @@
+"""Record: a card per source, the live camera preview, sensor sparklines, the clip timer and free disk."""
+from __future__ import annotations
+
+import shutil
+import time
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from tui.widgets import Plots, Preview, SourceCard
+
+REFRESH_S = 0.2
+HISTORY = 100  # sparkline points: the last 20 s at REFRESH_S
+
+
+class RecordScreen(Screen):
+    BINDINGS = [
+        Binding("r", "app.start_clip", "Start clip"),
+        Binding("s", "app.stop_clip", "Stop clip"),
+        Binding("x", "app.split_clip", "Split"),
+        Binding("m", "app.mark", "Mark moment"),
+    ]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.errors_seen: dict[str, str] = {}
+        self._disk_checked = 0.0
+
+    @property
+    def session(self):
+        return self.app.session
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        sources = self.session.recorder.sources
+        with Horizontal():
+            with VerticalScroll(id="cards"):
+                yield Static("", id="clip-status", classes="card")
+                for source in sources:
+                    yield SourceCard(source.name, source.kind, id=f"card-{source.name}")
+                if not sources:
+                    yield Static("No sources configured: add [[camera]] or [[serial]] to knack.toml (see Devices).", classes="card")
+            with Vertical(id="live"):
+                for source in sources:
+                    if source.kind == "camera":
+                        yield Preview(source.name, graphics=self.app.graphics, id=f"preview-{source.name}")
+                for source in sources:
+                    if source.kind == "serial":
+                        # A sequence counter is a straight ramp: not worth a plot.
+                        skip = getattr(source.config, "seq_field", None)
+                        channels = [c for c in source.describe().get("channels", []) if c != skip]
+                        plots = Plots([f"{source.name}.{c}" for c in channels], HISTORY, id=f"plots-{source.name}", classes="plots")
+                        plots.border_title = f"{source.name}: last {HISTORY * REFRESH_S:.0f} s"
+                        yield plots
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.update_view()
+        self.set_interval(REFRESH_S, self.update_view)
+
+    def update_view(self) -> None:
+        """Reads counters and the latest item of each source: memory only, never waits on capture."""
+        recorder = self.session.recorder
+        for source in recorder.sources:
+            stats, info = source.stats, source.describe()
+            latest = recorder.latest(source.name)
+            last_values = ""
+            if source.kind == "serial" and latest is not None:
+                channels = info.get("channels", [])
+                last_values = "  ".join(f"{c}={v:.3g}" for c, v in zip(channels, latest.values))
+                plots = self.query_one(f"#plots-{source.name}", Plots)
+                for channel, value in zip(channels, latest.values):
+                    if f"{source.name}.{channel}" in plots.values:
+                        plots.push(f"{source.name}.{channel}", value)
+                plots.refresh()
+            if source.kind == "camera" and latest is not None:
+                self.query_one(f"#preview-{source.name}", Preview).show(latest.image, latest.capture_ns)
+            self.query_one(f"#card-{source.name}", SourceCard).update_from(stats, info, last_values)
+            if stats.last_error and self.errors_seen.get(source.name) != stats.last_error:
+                self.app.notify(f"{source.kind} {source.name}: {stats.last_error}", severity="error", timeout=6)
+            self.errors_seen[source.name] = stats.last_error
+        self.query_one("#clip-status", Static).update(self.status_text())
+
+    def status_text(self) -> str:
+        app, recorder = self.app, self.session.recorder
+        now = time.monotonic()
+        if now - self._disk_checked > 2.0:
+            path = self.session.config.data_path
+            probe = path if path.exists() else next((p for p in path.parents if p.exists()), path)
+            self._disk_free = shutil.disk_usage(probe).free
+            self._disk_checked = now
+        if app.clip_started is not None:
+            elapsed = now - app.clip_started
+            timer = f"[b red]● REC[/] {int(elapsed // 60):02d}:{elapsed % 60:04.1f}"
+        else:
+            timer = "[dim]○ idle[/] (r starts a clip)"
+        totals = recorder.totals
+        return (
+            f"{timer}\n"
+            f"clips     {totals.clips} written, {totals.failed} failed   marks {app.marks}\n"
+            f"captured  {totals.frames} frames, {totals.samples} samples\n"
+            f"disk      {self._disk_free / 2**30:.1f} GiB free in {self.session.config.data_path}"
+        )

@@ -482,6 +482,9 @@ def cmd_demo(args) -> int:
     return run_demo(_load(args), data_dir=args.data_dir, clip_seconds=args.clip_seconds)
 
 
+DEMO_HAND_FRACTION, DEMO_SHARPNESS = 0.2, 30.0
+
+
 def cmd_tui(args) -> int:
     """The Textual app; with --demo on the bundled sample video (looping) and the sensor simulator."""
     import dataclasses
@@ -501,8 +504,11 @@ def cmd_tui(args) -> int:
     key, validator = device_key(keys_config), validator_key(keys_config)
     with SerialSimulator(SimulatorConfig(rate=200.0, protocol="csv", replay=str(SAMPLE_IMU))) as sim:  # replays in a loop
         config = demo_config(base, target, sim.port, args.clip_seconds)
-        # The sample loops, so the preview goes on for as long as the operator wants to record.
-        config = dataclasses.replace(config, camera=tuple(dataclasses.replace(c, loop=True) for c in config.camera)).validate()
+        # The sample loops, so the preview goes on for as long as the operator wants to record. Half of it is
+        # a cross-fade and a photo with lines drawn over the hands, which the default policy rightly rejects;
+        # the demo lowers two thresholds so that a clip started at any moment can go all the way to a reward.
+        policy = dataclasses.replace(config.policy, min_hand_fraction=min(config.policy.min_hand_fraction, DEMO_HAND_FRACTION), min_sharpness=min(config.policy.min_sharpness, DEMO_SHARPNESS))
+        config = dataclasses.replace(config, policy=policy, camera=tuple(dataclasses.replace(c, loop=True) for c in config.camera)).validate()
         return run(config, key, demo=True, validator_key=validator)
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+from collector.bundle import MANIFEST
 from storage.outbox import DISCARDABLE, Outbox
 
 
@@ -18,14 +19,17 @@ class DiscardError(Exception):
 
 
 def discard(outbox: Outbox, clips_dir: Path, clip_id: str) -> None:
-    clip = clips_dir / clip_id
-    if "/" in clip_id or clip_id.startswith("."):
+    if not clip_id or "/" in clip_id or "\\" in clip_id or clip_id.startswith("."):
         raise DiscardError(f"{clip_id!r} is not a clip id")
+    clip = clips_dir / clip_id
     entry = outbox.get(clip_id)
-    if entry is None and not clip.is_dir():
+    if entry is None and not (clip / MANIFEST).is_file():
         raise DiscardError(f"no clip {clip_id} in {clips_dir} or in the outbox")
     if entry is None:
         outbox.record(clip_id, clip)
+    elif entry.state == "discarded":  # an earlier discard was cut short: finish it
+        _remove(outbox, clips_dir, clip_id)
+        return
     if not outbox.mark_discarded(clip_id):
         state = outbox.get(clip_id).state
         raise DiscardError(f"clip {clip_id} is {state}: it is shared already (by CID or on chain), so it is kept; only {', '.join(DISCARDABLE)} clips can be discarded")

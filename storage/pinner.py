@@ -36,7 +36,7 @@ def enqueue_all(outbox: Outbox, clips: list[Path]) -> int:
     """Every labeled clip on disk that the outbox has not seen decided (after a crash between labeling
     and the outbox, a clip labeled again with `knack label`, or clips labeled before the outbox
     existed); returns how many moved."""
-    known = {e.clip_id: e.state for e in outbox.entries()}
+    known = {e.clip_id: e.state for e in [*outbox.entries(), *outbox.discarded()]}
     moved = 0
     for clip in clips:
         if known.get(clip.name, "recorded") in ("recorded", "labeled") and enqueue(outbox, clip):

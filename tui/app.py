@@ -84,6 +84,9 @@ class KnackApp(App):
         self.say(f"session started: {len(session.recorder.sources)} source(s), clips in {session.config.clips_path}")
         for line in session.recorder.recovered:
             self.say(line, logging.WARNING)
+        if self.demo:
+            policy = session.config.policy
+            self.say(f"demo: the sample video loops as camera and this device validates its own clips; policy relaxed to min_hand_fraction {policy.min_hand_fraction:g}, min_sharpness {policy.min_sharpness:g}")
         if session.backlog:
             self.say(f"{len(session.backlog)} earlier clip(s) not labeled yet: labeling them in the background")
         self.last_chain_error = ""

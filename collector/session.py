@@ -42,7 +42,7 @@ class CaptureSession:
         label = config.labeler.label_on_record if label is None else label
         self.labels = LabelWorker(config, key, on_labeled=self._labeled) if label else None
         self.recorder = Recorder(config, make_sources(config), key, on_clip=self._clip)
-        self._closed = False
+        self._started = self._closed = False
 
     @property
     def labeled(self) -> list:
@@ -58,6 +58,7 @@ class CaptureSession:
         from collector.pipeline import unlabeled
 
         sweep_discarded(self.outbox, self.config.clips_path)  # discards a crash cut short
+        self._started = True
         self.pinner.start()
         if self.labels is not None:
             self.labels.start()
@@ -91,7 +92,8 @@ class CaptureSession:
 
     def close(self, at_ns: int | None = None) -> None:
         """Seals the open clip, labels what is queued, and pins what is due; idempotent."""
-        if self._closed:
+        if self._closed or not self._started:
+            self._closed = True
             return
         self._closed = True
         self.recorder.close(at_ns=at_ns)

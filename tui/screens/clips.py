@@ -44,6 +44,7 @@ class ConfirmDiscard(ModalScreen[bool]):
 
 
 class ClipsScreen(Screen):
+    AUTO_FOCUS = "#clips"  # arrows move through clips at once; the state filter is one tab away (or f)
     BINDINGS = [
         Binding("t", "retry", "Retry upload"),
         Binding("l", "relabel", "Re-label"),

@@ -26,6 +26,7 @@ HELP = """\
 | `d` | Clips | discard the selected clip (not once it is pinned) | `knack discard CLIP_ID` |
 | `f` | Clips | filter by outbox state | `knack clips --state STATE` |
 | `S` | anywhere | submit pinned clips now (every few seconds anyway) | `knack submit` |
+| `a` | Rewards | type a contributor's address (enter reads it, escape leaves the field) | `knack rewards ADDRESS` |
 | `g` | Rewards, Devices | read again | `knack rewards ADDRESS`, `knack devices`, `knack doctor` |
 
 ## How a clip moves

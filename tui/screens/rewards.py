@@ -11,10 +11,19 @@ REFRESH_S = 5.0
 
 
 class RewardsScreen(Screen):
+    # The table has focus, so the app's keys work; `a` goes to the address field, enter reads it, escape leaves.
+    AUTO_FOCUS = "#events"
     BINDINGS = [
+        Binding("a", "edit_address", "Address"),
         Binding("g", "refresh", "Refresh"),
-        Binding("S", "app.settle", "Submit + settle"),
+        Binding("escape", "leave_address", "Done", show=False),
     ]
+
+    def action_edit_address(self) -> None:
+        self.query_one("#address", Input).focus()
+
+    def action_leave_address(self) -> None:
+        self.query_one("#events", DataTable).focus()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -31,6 +40,7 @@ class RewardsScreen(Screen):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.action_refresh()
+        self.action_leave_address()
 
     def action_refresh(self) -> None:
         self.load(self.query_one("#address", Input).value.strip())

@@ -1,0 +1,243 @@
+"""`knack tui` driven through Textual's pilot with real parts: the sample video as camera, the sensor
+simulator on a pty, the shipped models, the embedded block store and the embedded chain."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import pytest
+
+from collector.config import from_mapping
+from collector.identity import load_or_create
+from collector.sample import SAMPLE_IMU, SAMPLE_VIDEO
+from collector.simulator import IMU_FIELDS
+from tui.app import KnackApp
+from tui.session import Session
+
+SIZE = (160, 48)
+
+
+@pytest.fixture(scope="module")
+def validator_key(tmp_path_factory):
+    key, _ = load_or_create(tmp_path_factory.mktemp("validator") / "validator-key.json", "v", kdf="pbkdf2", iterations=1000)
+    return key
+
+
+def glove(port: str) -> dict:
+    return {"name": "glove", "port": port, "protocol": "csv", "csv_columns": list(IMU_FIELDS), "seq_field": "seq", "device_time_field": "t_us", "nominal_rate": 200.0}
+
+
+@pytest.fixture
+def bench_config(tmp_path, simulator):
+    """The demo's bench: the sample video (looping) and the sample glove log on a pty."""
+
+    def make(camera_source: str = str(SAMPLE_VIDEO), **sim) -> object:
+        port = simulator(rate=200.0, protocol="csv", replay=str(SAMPLE_IMU), **sim).port
+        return from_mapping({
+            "data_dir": str(tmp_path / "data"),
+            "recorder": {"clip_seconds": 0},
+            # The flow is under test here, not the policy (tests/test_label_policy.py): a clip recorded at any
+            # moment of the sample must be able to go all the way to a reward.
+            "policy": {"min_hand_fraction": 0.0, "min_sharpness": 0.0, "max_face_area": 1.0},
+            "camera": [{"name": "bench", "source": camera_source, "fps": 30.0, "loop": True}],
+            "serial": [glove(port)],
+        }).validate()
+
+    return make
+
+
+async def until(pilot, predicate, timeout: float, what: str) -> None:
+    """Lets the app run (its timers, workers and the capture threads) until `predicate` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            log = "\n".join(list(pilot.app.log_lines)[-15:])
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; the app's log ends:\n{log}")
+        await pilot.pause(0.2)
+
+
+def run_app(session: Session, scenario, demo: bool = False) -> KnackApp:
+    app = KnackApp(session, demo=demo)
+
+    async def drive() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await scenario(app, pilot)
+
+    session.start(record=False)
+    try:
+        asyncio.run(drive())
+    finally:
+        session.close()
+    return app
+
+
+def notices(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def test_record_a_clip_and_watch_it_settle_and_the_balance_rise(bench_config, device_key, validator_key):
+    """The acceptance path: r, s on Record; the clip goes recorded -> accepted -> pinned -> submitted ->
+    settled on Clips; the balance rises on Rewards. All from keys shown in the footer."""
+    session = Session(bench_config(), device_key, validator_key=validator_key)
+    seen_states: list[str] = []
+
+    async def scenario(app, pilot):
+        screen = app.screen
+        assert type(screen).__name__ == "RecordScreen"
+        await until(pilot, lambda: screen.query_one("#preview-bench").shown_ns > 0, 10, "a camera frame in the preview")
+        await until(pilot, lambda: len(screen.query_one("#plots-glove").values["glove.ax"]) > 3, 10, "glove samples in the plots")
+        card = str(screen.query_one("#card-glove").render())
+        assert "recording" in card and "ax=" in card
+        assert "○ idle" in str(screen.query_one("#clip-status").render())
+
+        await pilot.press("r")
+        await pilot.pause(0.3)
+        assert "● REC" in str(screen.query_one("#clip-status").render())
+        await pilot.pause(2.2)
+        await pilot.press("s")
+
+        await pilot.press("2")
+        clips = app.screen
+        assert type(clips).__name__ == "ClipsScreen"
+
+        def state():
+            views = list(clips.views.values())
+            if views and (not seen_states or seen_states[-1] != views[0].state):
+                seen_states.append(views[0].state)
+            return views[0].state if views else None
+
+        await until(pilot, lambda: state() == "settled", 120, "the clip to be settled on chain")
+        view = next(iter(clips.views.values()))
+        assert view.reward_tokens and float(view.reward_tokens) > 0
+        detail = str(clips.query_one("#detail").render())
+        assert f"cid       {view.cid}" in detail and view.tx_hash in detail and f"reward    {view.reward_tokens} KNACK" in detail
+        table = clips.query_one("#clips")
+        assert table.row_count == 1 and "settled" in str(table.get_row_at(0)[1])
+
+        await pilot.press("3")
+        rewards = app.screen
+        await until(pilot, lambda: "balance" in str(rewards.query_one("#summary").render()), 30, "the rewards summary")
+        await pilot.press("g")
+        await until(pilot, lambda: "0.0000 KNACK" not in str(rewards.query_one("#summary").render()), 30, "a balance above zero")
+        summary = str(rewards.query_one("#summary").render())
+        assert f"contributor {device_key.address}" in summary and "1 accepted, 0 pending, 0 rejected" in summary
+        assert rewards.query_one("#events").row_count == 1
+
+    run_app(session, scenario, demo=True)
+    assert seen_states[-1] == "settled"
+    assert len(session.written) == 1 and session.outbox.counts()["settled"] == 1
+
+
+def test_rewards_for_any_address_and_a_clear_error_for_a_bad_one(bench_config, device_key, validator_key):
+    """A contributor types an address: it is read from the chain; a malformed one is said in the card."""
+    session = Session(bench_config(), device_key, validator_key=validator_key)
+    stranger = "0x" + "ab" * 20
+
+    async def scenario(app, pilot):
+        await pilot.press("3")
+        rewards = app.screen
+        await until(pilot, lambda: "balance" in str(rewards.query_one("#summary").render()), 60, "the chain to be read")
+        field = rewards.query_one("#address")
+        await pilot.press("a")
+        assert field.has_focus
+        field.value = ""
+        await pilot.press(*stranger, "enter")
+        await until(pilot, lambda: stranger in str(rewards.query_one("#summary").render()).lower(), 20, "the stranger's rewards")
+        assert "balance     0.0000 KNACK" in str(rewards.query_one("#summary").render())
+        assert not field.has_focus
+        await pilot.press("a")
+        field.value = "0x1234"
+        await pilot.press("enter")
+        await until(pilot, lambda: "cannot read rewards" in str(rewards.query_one("#summary").render()), 20, "the error")
+        assert "0x1234" in str(rewards.query_one("#summary").render())
+
+    run_app(session, scenario, demo=True)
+
+
+def test_an_unplugged_camera_is_reported_and_the_glove_keeps_recording(bench_config, device_key, tmp_path):
+    """A camera that is not there: one-line notification, the card turns red, serial samples keep coming."""
+    session = Session(bench_config(camera_source="/dev/video97"), device_key)
+
+    async def scenario(app, pilot):
+        screen = app.screen
+        card = screen.query_one("#card-bench")
+        await until(pilot, lambda: card.has_class("failing"), 15, "the camera card to show the failure")
+        assert "error" in str(card.render())
+        await until(pilot, lambda: any("camera bench" in n for n in notices(app)), 5, "a notification")
+        before = session.recorder.sources[1].stats.received
+        await pilot.pause(1.0)
+        assert session.recorder.sources[1].stats.received > before + 100
+        assert not screen.query_one("#card-glove").has_class("failing")
+
+    run_app(session, scenario)
+
+
+def test_serial_garbage_is_counted_on_the_card(bench_config, device_key):
+    session = Session(bench_config(garbage=0.05), device_key)
+
+    async def scenario(app, pilot):
+        card = app.screen.query_one("#card-glove")
+        await until(pilot, lambda: "errors    0" not in str(card.render()) and "errors" in str(card.render()), 15, "parse errors on the card")
+
+    run_app(session, scenario)
+
+
+def test_discard_from_the_clips_screen_asks_first(bench_config, device_key):
+    """d asks; n keeps the clip, d then y deletes its files and its outbox row."""
+    config = bench_config()
+    config = dataclasses.replace(config, labeler=dataclasses.replace(config.labeler, label_on_record=False))
+    session = Session(config, device_key)
+
+    async def scenario(app, pilot):
+        await pilot.press("r")
+        await pilot.pause(1.0)
+        await pilot.press("s")
+        await until(pilot, lambda: len(session.written) == 1, 20, "the clip to be sealed")
+        clip = session.written[0]
+        await pilot.press("2")
+        clips = app.screen
+        await until(pilot, lambda: clips.query_one("#clips").row_count == 1, 10, "the clip in the table")
+        await pilot.press("d")
+        assert type(app.screen).__name__ == "ConfirmDiscard"
+        await pilot.press("n")
+        assert clip.path.exists()
+        await pilot.press("d")
+        await pilot.press("y")
+        await until(pilot, lambda: clips.query_one("#clips").row_count == 0, 10, "the row to go")
+        assert not clip.path.exists() and session.outbox.get(clip.clip_id) is None
+        assert f"discarded {clip.clip_id}" in app.log_lines
+
+    run_app(session, scenario)
+
+
+def test_devices_help_palette_and_log(bench_config, device_key):
+    """The other screens: devices and the real parts, the help screen, the command palette, the log."""
+    session = Session(bench_config(), device_key)
+
+    async def scenario(app, pilot):
+        await pilot.press("4")
+        devices = app.screen
+        await until(pilot, lambda: "CPUExecutionProvider" in str(devices.query_one("#checks").render()), 60, "the doctor's checks")
+        checks = str(devices.query_one("#checks").render())
+        assert "embedded" in checks and "live  camera bench" in checks
+        assert "[[camera]]" in str(devices.query_one("#config").render())
+
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "DevicesScreen"
+
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"mark moment")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.marks == 1, 5, "the palette's Mark moment")
+
+        await pilot.press("5")
+        log = app.screen.query_one("#log")
+        await until(pilot, lambda: any("moment marked" in str(line.text) for line in log.lines), 5, "the log line")
+        assert any("session started" in str(line.text) for line in log.lines)
+
+    run_app(session, scenario)

@@ -39,7 +39,7 @@ def bench_config(tmp_path, simulator):
             "recorder": {"clip_seconds": 0},
             # The flow is under test here, not the policy (tests/test_label_policy.py): a clip recorded at any
             # moment of the sample must be able to go all the way to a reward.
-            "policy": {"min_hand_fraction": 0.0, "min_sharpness": 0.0, "max_face_area": 1.0},
+            "policy": {"min_hand_fraction": 0.0, "min_sharpness": 0.0, "max_face_area": 1.0, "max_frame_drop_fraction": 0.5, "max_sample_loss_fraction": 0.5},
             "camera": [{"name": "bench", "source": camera_source, "fps": 30.0, "loop": True}],
             "serial": [glove(port)],
         }).validate()
@@ -141,8 +141,8 @@ def test_rewards_for_any_address_and_a_clear_error_for_a_bad_one(bench_config, d
         field = rewards.query_one("#address")
         await pilot.press("a")
         assert field.has_focus
-        field.value = ""
-        await pilot.press(*stranger, "enter")
+        field.value = stranger  # typed at once: the pilot waits for the app to go idle after every key
+        await pilot.press("enter")
         await until(pilot, lambda: stranger in str(rewards.query_one("#summary").render()).lower(), 20, "the stranger's rewards")
         assert "balance     0.0000 KNACK" in str(rewards.query_one("#summary").render())
         assert not field.has_focus
@@ -230,7 +230,7 @@ def test_devices_help_palette_and_log(bench_config, device_key):
 
         await pilot.press("ctrl+p")
         await pilot.pause(0.3)
-        await pilot.press(*"mark moment")
+        await pilot.press(*"mark")  # few keys: the pilot waits for the app to go idle after each one
         await pilot.pause(0.5)
         await pilot.press("enter")
         await until(pilot, lambda: app.marks == 1, 5, "the palette's Mark moment")

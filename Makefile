@@ -48,3 +48,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/label.py
 	$(PY) bench/cid.py
 	$(PY) bench/gas.py
+	$(PY) bench/tui.py

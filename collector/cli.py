@@ -16,6 +16,7 @@ from pathlib import Path
 from collector.config import ConfigError, load
 from collector.identity import IdentityError
 from collector.labeling.cards import CardError
+from collector.session import open_outbox, remote_pinning
 from storage.chain import ChainError
 from storage.outbox import STATES
 
@@ -229,30 +230,6 @@ def cmd_label(args) -> int:
         _print_labeled(result)
     print(f"{len(args.clip_dir) - failed - rejected} accepted, {rejected} rejected, {failed} not labeled")
     return 1 if failed else 0
-
-
-def open_outbox(config):
-    """The outbox and the content store of this data directory, with every labeled clip on disk known."""
-    from collector.bundle import list_clips
-    from storage.ipfs import open_store
-    from storage.outbox import Outbox
-    from storage.pinner import enqueue_all
-
-    outbox = Outbox(config.data_path / "outbox.sqlite")
-    enqueue_all(outbox, list_clips(config.clips_path))
-    return outbox, open_store(config.storage.ipfs_api, config.data_path)
-
-
-def remote_pinning(config):
-    """The configured pinning service, with its token from the environment; None when none is set."""
-    from storage.remote_pin import TOKEN_ENV, PinningService, RemotePinError
-
-    if not config.storage.pinning_service:
-        return None
-    try:
-        return PinningService(config.storage.pinning_service, os.environ.get(TOKEN_ENV, ""))
-    except RemotePinError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def cmd_cid(args) -> int:

@@ -26,7 +26,8 @@ def demo_config(base: Config, data_dir: Path, port: str, clip_seconds: float) ->
 def reward_step(config: Config, key, run) -> dict:
     """Submit the pinned clips to the registry on the embedded chain, let the validator check and settle
     them, and show what the contributor earned."""
-    from collector.cli import ensure_deployed, open_ledger, open_outbox, validator_key
+    from collector.cli import ensure_deployed, open_ledger, validator_key
+    from collector.session import open_outbox
     from storage.ipfs import open_store
     from storage.rewards import rewards_view
     from storage.submitter import REASONS, submit_due, sync_settlements

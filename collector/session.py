@@ -4,10 +4,35 @@
 show. Each stage runs in its own thread, so capture never waits on labeling, pinning or a screen."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
-from collector.config import Config
+from collector.config import Config, ConfigError
+
+
+def open_outbox(config):
+    """The outbox and the content store of this data directory, with every labeled clip on disk known."""
+    from collector.bundle import list_clips
+    from storage.ipfs import open_store
+    from storage.outbox import Outbox
+    from storage.pinner import enqueue_all
+
+    outbox = Outbox(config.data_path / "outbox.sqlite")
+    enqueue_all(outbox, list_clips(config.clips_path))
+    return outbox, open_store(config.storage.ipfs_api, config.data_path)
+
+
+def remote_pinning(config):
+    """The configured pinning service, with its token from the environment; None when none is set."""
+    from storage.remote_pin import TOKEN_ENV, PinningService, RemotePinError
+
+    if not config.storage.pinning_service:
+        return None
+    try:
+        return PinningService(config.storage.pinning_service, os.environ.get(TOKEN_ENV, ""))
+    except RemotePinError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _nothing(_item) -> None:
@@ -26,7 +51,6 @@ class CaptureSession:
         on_labeled: Callable | None = None,
         on_pinned: Callable | None = None,
     ):
-        from collector.cli import open_outbox, remote_pinning
         from collector.pipeline import LabelWorker
         from collector.recorder import Recorder
         from collector.sources import make_sources

@@ -25,9 +25,11 @@ log = logging.getLogger("knack.simulate")
 IMU_FIELDS = ("t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz")
 IMU_BINARY_FORMAT = "<QI6f"
 PROTOCOLS = ("csv", "jsonl", "kv", "binary")
-# What a real sensor has: a few KB of transmit buffer. Past it, samples nobody reads are gone, as on a UART,
-# rather than arriving seconds later with a capture time that lies about when they were measured.
-MAX_PENDING = 4096
+# Samples nobody reads are gone after this long, as on a UART whose transmit buffer overflows, rather than
+# arriving seconds later with a capture time that lies about when they were measured. Judged by time, not by
+# bytes: a burst owed after the simulator's own thread was held up fills the pty (about 16 KB) at once, and a
+# reader that is there drains it within milliseconds.
+OVERFLOW_AFTER_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class SerialSimulator:
         self.config = config
         self.replay = load_replay(config.replay) if config.replay else None
         self.sent = 0  # samples generated
-        self.overrun = 0  # samples lost because nobody read the port
+        self.overrun = 0  # times the transmit buffer overflowed because nobody read the port
         self.corrupted = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,6 +161,7 @@ class SerialSimulator:
         start = time.monotonic_ns()
         period_ns = 1e9 / self.config.rate
         last_header = start
+        blocked_since = None  # when the port last refused what is pending
         while not self._stop.is_set():
             now = time.monotonic_ns()
             due = int((now - start) / period_ns) + 1
@@ -174,14 +177,22 @@ class SerialSimulator:
                 out += chunk
                 self.sent += 1
             pending += out
-            if len(pending) > MAX_PENDING:
-                self.overrun += 1
-                pending.clear()
-            if pending:
+            while pending:
                 try:
                     written = os.write(self._master, pending)
-                    del pending[:written]
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EIO):
                         raise
+                    break
+                if not written:
+                    break
+                del pending[:written]
+            if not pending:
+                blocked_since = None
+            elif blocked_since is None:
+                blocked_since = now
+            elif now - blocked_since > OVERFLOW_AFTER_S * 1e9:
+                self.overrun += 1
+                pending.clear()
+                blocked_since = None
             self._stop.wait(0.0005)

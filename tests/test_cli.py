@@ -80,7 +80,7 @@ def test_demo_runs_end_to_end_on_the_bundled_sample(env, tmp_path):
     assert {s["kind"] for s in manifest["streams"]} == {"camera", "serial"}
     # Every clip is labeled and decided; the sample's first seconds show hands at work and are accepted,
     # pinned, submitted, validated and paid for.
-    assert "ACCEPTED" in out.stdout and "PINNED" in out.stdout and "settled by validator: 1 accepted" in out.stdout
+    assert "ACCEPTED" in out.stdout and "PINNED" in out.stdout and "settled by validator: 1 accepted" in out.stdout, out.stdout[out.stdout.find("2. label"):]
     assert re.search(r"balance: 0\.[1-9]\d* KNACK", out.stdout.splitlines()[-1])
     for clip in clips:
         manifest = json.loads((clip / "manifest.json").read_text())

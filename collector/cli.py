@@ -489,6 +489,12 @@ def cmd_tui(args) -> int:
         return run(config, key, demo=True, validator_key=validator)
 
 
+def cmd_robot(args) -> int:
+    from robot.command import cmd_robot as run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knack", description="Record, label and contribute recordings of skilled hands at work.")
     parser.add_argument("--config", help="path to knack.toml (default: $KNACK_CONFIG, then the user config directory)")
@@ -505,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="with --demo: where it writes (default: <data_dir>/demo)")
     p.add_argument("--clip-seconds", type=float, default=5.0, help="with --demo: clip length while recording (0: cut only on start/stop/split)")
     p.set_defaults(func=cmd_tui)
+
+    p = sub.add_parser("robot", help="run headless as a service: capture, label, upload and settle; JSON-line logs, /healthz and /metrics")
+    p.set_defaults(func=cmd_robot)
 
     p = sub.add_parser("record", help="record clips from the configured sources until Ctrl-C")
     p.add_argument("--duration", type=float, help="stop after this many seconds")

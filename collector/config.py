@@ -230,6 +230,39 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class RobotConfig:
+    """`knack robot`, the headless service: health and metrics, stop grace, disk limits, chain rounds."""
+
+    # /healthz and /metrics listen here; loopback by default (put a reverse proxy in front to expose them).
+    health_host: str = "127.0.0.1"
+    health_port: int = 9477  # 0: no HTTP endpoint
+    # SIGTERM/SIGINT: seal the open clip and finish labeling/pinning for at most this long, then exit 0.
+    grace_s: float = 20.0
+    # How often pinned clips are submitted and settlements read back (when the chain is reachable).
+    chain_every_s: float = 15.0
+    # Also act as the validator (the embedded chain of a demo or a test bench); a fleet has its own validator.
+    act_as_validator: bool = False
+    # Recording pauses (a logged reason and a metric) when the data directory would pass its quota or the
+    # disk's free space would fall below the floor; it resumes on its own once there is room again.
+    disk_quota_mb: float = 0.0  # 0: no quota
+    min_free_mb: float = 512.0
+    # Clips rejected on the device are deleted once older than this (0: kept); accepted clips never are.
+    prune_rejected_after_h: float = 0.0
+    # A status line (clips, streams, outbox) in the log this often.
+    status_every_s: float = 60.0
+
+    def validate(self, key: str) -> None:
+        _require(bool(self.health_host), f"{key}.health_host", self.health_host, "an address to listen on, such as 127.0.0.1")
+        _require(0 <= self.health_port <= 65535, f"{key}.health_port", self.health_port, "a TCP port (0 turns the endpoint off)")
+        _require(0 <= self.grace_s <= 3600, f"{key}.grace_s", self.grace_s, "seconds between 0 and 3600")
+        _require(1 <= self.chain_every_s <= 86400, f"{key}.chain_every_s", self.chain_every_s, "seconds between 1 and 86400")
+        _require(self.disk_quota_mb >= 0, f"{key}.disk_quota_mb", self.disk_quota_mb, "megabytes, 0 for no quota")
+        _require(self.min_free_mb >= 0, f"{key}.min_free_mb", self.min_free_mb, "megabytes, 0 or more")
+        _require(self.prune_rejected_after_h >= 0, f"{key}.prune_rejected_after_h", self.prune_rejected_after_h, "hours, 0 to keep rejected clips")
+        _require(self.status_every_s >= 1, f"{key}.status_every_s", self.status_every_s, "seconds, at least 1")
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = ""
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
@@ -237,6 +270,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     labeler: LabelerConfig = field(default_factory=LabelerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    robot: RobotConfig = field(default_factory=RobotConfig)
     camera: tuple[CameraConfig, ...] = ()
     serial: tuple[SerialConfig, ...] = ()
     source: str = "defaults"
@@ -259,6 +293,7 @@ class Config:
         self.storage.validate("storage")
         self.labeler.validate("labeler")
         self.policy.validate("policy")
+        self.robot.validate("robot")
         names: set[str] = set()
         for kind, streams in (("camera", self.camera), ("serial", self.serial)):
             for i, stream in enumerate(streams):
@@ -291,6 +326,7 @@ _SECTIONS = {
     "storage": StorageConfig,
     "labeler": LabelerConfig,
     "policy": PolicyConfig,
+    "robot": RobotConfig,
 }
 
 

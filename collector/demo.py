@@ -30,22 +30,23 @@ def reward_step(config: Config, key, run) -> dict:
     from collector.session import open_outbox
     from storage.ipfs import open_store
     from storage.rewards import rewards_view
-    from storage.submitter import REASONS, submit_due, sync_settlements
+    from storage.settlement import settle_round
+    from storage.submitter import REASONS
     from storage.validator import Validator
 
     print("4. reward   pinned clips submitted to the registry on the embedded chain; the validator checks them by CID and settles")
     outbox, _ = open_outbox(config)
     chain = ensure_deployed(config, open_ledger(config))
-    for result in submit_due(outbox, chain, key):
-        print(f"   batch {result.batch_id}: {len(result.clip_ids)} clip(s) submitted" if not result.error else f"   not submitted: {result.error}")
     validator = Validator(chain, open_store(config.storage.ipfs_api, config.data_path), validator_key(config), config.data_path / "validator.sqlite")
-    for batch_id, verdicts in validator.run_once().items():
+    report = settle_round(outbox, chain, key, validator)
+    for result in report.submitted:
+        print(f"   batch {result.batch_id}: {len(result.clip_ids)} clip(s) submitted" if not result.error else f"   not submitted: {result.error}")
+    for batch_id, verdicts in report.verdicts.items():
         accepted = sum(v.accepted for v in verdicts)
         print(f"   batch {batch_id} settled by validator: {accepted} accepted, {len(verdicts) - accepted} rejected")
         for v in verdicts:
             if not v.accepted:
                 print(f"     rejected {v.cid}: {REASONS[v.reason]}")
-    sync_settlements(outbox, chain)
     view = rewards_view(chain, key.address)
     print(f"   contributor {view['address']}: {view['accepted']} clip(s) accepted, {view['pending']} pending, {view['rejected']} rejected on chain")
     chain.close()

@@ -6,6 +6,7 @@ import json
 import logging
 import queue
 import threading
+from collections import Counter, deque
 from pathlib import Path
 from typing import Callable
 
@@ -32,12 +33,14 @@ def unlabeled(clips_dir: Path) -> list[Path]:
 class LabelWorker:
     """Labels clips in the order they arrive; a clip that fails is reported and kept, the rest go on."""
 
-    def __init__(self, config: Config, key: DeviceKey, on_labeled: Callable | None = None, labeler=None):
+    def __init__(self, config: Config, key: DeviceKey, on_labeled: Callable | None = None, labeler=None, history: int | None = None):
         self.config, self.key, self.on_labeled = config, key, on_labeled
         self._labeler = labeler
         self._queue: queue.Queue[Path | None] = queue.Queue()
-        self.labeled: list = []
-        self.failed: list[tuple[Path, str]] = []
+        # The latest results (all of them unless `history` caps it: a service runs for weeks); counts never cap.
+        self.labeled: deque = deque(maxlen=history)
+        self.failed: deque[tuple[Path, str]] = deque(maxlen=history)
+        self.counts: Counter = Counter()  # accepted, rejected, failed
         self._thread = threading.Thread(target=self._run, name="knack-labeler", daemon=True)
 
     def start(self) -> "LabelWorker":
@@ -51,6 +54,10 @@ class LabelWorker:
         """Labels what is queued, then stops."""
         self._queue.put(None)
         self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     @property
     def pending(self) -> int:
@@ -68,17 +75,21 @@ class LabelWorker:
         while (clip := self._queue.get()) is not None:
             if labeler is None:
                 self.failed.append((clip, "labeler not available"))
+                self.counts["failed"] += 1
                 continue
             try:
                 result = labeler.label(clip)
             except (LabelError, OSError) as exc:
                 log.error("clip %s not labeled: %s", clip.name, exc)
                 self.failed.append((clip, str(exc)))
+                self.counts["failed"] += 1
                 continue
             except Exception as exc:  # a model runtime failure must not stop the clips behind it
                 log.exception("clip %s not labeled: the labeler failed", clip.name)
                 self.failed.append((clip, f"labeler failed: {exc}"))
+                self.counts["failed"] += 1
                 continue
             self.labeled.append(result)
+            self.counts["accepted" if result.accepted else "rejected"] += 1
             if self.on_labeled:
                 self.on_labeled(result)

@@ -5,6 +5,8 @@ show. Each stage runs in its own thread, so capture never waits on labeling, pin
 from __future__ import annotations
 
 import os
+import time
+from collections import Counter, deque
 from pathlib import Path
 from typing import Callable
 
@@ -50,6 +52,7 @@ class CaptureSession:
         on_clip: Callable | None = None,
         on_labeled: Callable | None = None,
         on_pinned: Callable | None = None,
+        history: int | None = None,
     ):
         from collector.pipeline import LabelWorker
         from collector.recorder import Recorder
@@ -58,13 +61,16 @@ class CaptureSession:
 
         self.config, self.key = config, key
         self._on_clip, self._on_labeled, self._on_pinned = on_clip or _nothing, on_labeled or _nothing, on_pinned or _nothing
-        self.written: list = []  # ClipWritten, as sealed
-        self.pinned: list = []  # PinResult of each pinning attempt
+        # The latest ClipWritten and PinResult (all of them unless `history` caps it, as a service does);
+        # `counts` keeps the totals: clips written, pinned, pin_failed.
+        self.written: deque = deque(maxlen=history)
+        self.pinned: deque = deque(maxlen=history)
+        self.counts: Counter = Counter()
         self.backlog: list[Path] = []  # earlier clips with no decision, queued for labeling at start
         self.outbox, self.store = open_outbox(config)
         self.pinner = Pinner(self.outbox, self.store, on_pinned=self._pinned, remote=remote_pinning(config))
         label = config.labeler.label_on_record if label is None else label
-        self.labels = LabelWorker(config, key, on_labeled=self._labeled) if label else None
+        self.labels = LabelWorker(config, key, on_labeled=self._labeled, history=history) if label else None
         self.recorder = Recorder(config, make_sources(config), key, on_clip=self._clip)
         self._started = self._closed = False
 
@@ -73,7 +79,7 @@ class CaptureSession:
         return self.labels.labeled if self.labels is not None else []
 
     @property
-    def label_failures(self) -> list[tuple[Path, str]]:
+    def label_failures(self):
         return self.labels.failed if self.labels is not None else []
 
     def start(self, record: bool = True) -> "CaptureSession":
@@ -114,20 +120,29 @@ class CaptureSession:
 
         discard(self.outbox, self.config.clips_path, clip_id)
 
-    def close(self, at_ns: int | None = None) -> None:
-        """Seals the open clip, labels what is queued, and pins what is due; idempotent."""
+    def close(self, at_ns: int | None = None, timeout: float | None = None) -> bool:
+        """Seals the open clip, labels what is queued, and pins what is due; idempotent.
+
+        With a timeout (a service's stop grace period) it returns False when labeling or pinning was still
+        going when time ran out: those clips are on disk and in the outbox, and the next start picks them up."""
         if self._closed or not self._started:
             self._closed = True
-            return
+            return True
         self._closed = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        left = lambda: None if deadline is None else max(0.0, deadline - time.monotonic())  # noqa: E731
         self.recorder.close(at_ns=at_ns)
+        finished = True
         if self.labels is not None:
-            self.labels.close()
-        self.pinner.close(drain=True)
+            self.labels.close(timeout=left())
+            finished = not self.labels.running
+        self.pinner.close(drain=finished and left() != 0.0, timeout=left())
+        return finished and not self.pinner.running
 
     # --- the stages' threads -----------------------------------------------------------------------------
     def _clip(self, clip) -> None:
         self.written.append(clip)
+        self.counts["written"] += 1
         self.outbox.record(clip.clip_id, clip.path, "recorded")
         if self.labels is not None:
             self.labels.submit(clip.path)
@@ -143,4 +158,5 @@ class CaptureSession:
 
     def _pinned(self, result) -> None:
         self.pinned.append(result)
+        self.counts["pin_failed" if result.error else "pinned"] += 1
         self._on_pinned(result)

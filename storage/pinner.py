@@ -106,6 +106,10 @@ class Pinner:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def close(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stops after one last round (when `drain`), so clips accepted just now are pinned too."""
         self._stop.set()

@@ -6,11 +6,12 @@ run in their own threads; the chain methods block and are called from Textual th
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from collector.config import Config
 from collector.session import CaptureSession
+from storage.settlement import SettleReport
 
 
 @dataclass
@@ -19,13 +20,6 @@ class Event:
 
     kind: str
     payload: object
-
-
-@dataclass
-class SettleReport:
-    submitted: list = field(default_factory=list)  # storage.submitter.Submitted
-    verdicts: dict = field(default_factory=dict)  # batch id -> [storage.validator.Verdict]
-    settled: int = 0
 
 
 class Session(CaptureSession):
@@ -72,21 +66,15 @@ class Session(CaptureSession):
 
     def settle(self) -> SettleReport:
         """`knack submit`, then (with a validator key, as in the demo) `knack validate`, then the settlements read back."""
-        from storage.chain import ChainError
-        from storage.submitter import submit_due, sync_settlements
+        from storage.settlement import settle_round
         from storage.validator import Validator
 
-        report = SettleReport()
         with self._chain_lock:
             chain = self.chain()
-            if chain.deployment is None:
-                raise ChainError("no registry deployed on this chain: run `knack chain deploy`")
-            report.submitted = submit_due(self.outbox, chain, self.key)
+            validator = None
             if self.validator_key is not None:
                 validator = Validator(chain, self.store, self.validator_key, self.config.data_path / "validator.sqlite")
-                report.verdicts = validator.run_once()
-            report.settled = sync_settlements(self.outbox, chain)
-        return report
+            return settle_round(self.outbox, chain, self.key, validator)
 
     def rewards(self, address: str) -> dict | None:
         """`knack rewards ADDRESS`; None while nothing is deployed on the embedded chain."""

@@ -1,0 +1,45 @@
+"""`knack robot`: loads the configuration and the keys without printing a thing (its stdout is JSON
+lines), then runs the service until a signal ends it."""
+from __future__ import annotations
+
+import logging
+import os
+
+from collector.config import ConfigError, load
+from robot.logs import event, install
+
+log = logging.getLogger("knack.robot")
+
+
+def _key(path, password: str, what: str):
+    from collector.identity import load_or_create
+
+    key, created = load_or_create(path, password)
+    if created:
+        event(log, "key.created", "created the %s key %s in %s (encrypted)", what, key.address, path, address=key.address, keystore=str(path))
+    return key
+
+
+def validator_key(config):
+    """As `knack validate`: KNACK_VALIDATOR_KEY, else the validator keystore in the data directory."""
+    from collector.identity import from_environment
+
+    if (key := from_environment("KNACK_VALIDATOR_KEY")) is not None:
+        return key
+    password = os.environ.get("KNACK_VALIDATOR_PASSWORD") or os.environ.get("KNACK_DEVICE_PASSWORD", "")
+    return _key(config.data_path / "validator-key.json", password, "validator")
+
+
+def cmd_robot(args) -> int:
+    from robot.service import RobotService
+
+    problems = install(logging.DEBUG if args.verbose else logging.INFO)
+    config = load(args.config)
+    if not (config.camera or config.serial or getattr(config, "joints", ())):
+        raise ConfigError("no sources configured: add [[camera]], [[serial]] or [[joints]] tables to knack.toml (see `knack devices`)")
+    # A service has no terminal to ask at: the password comes from the environment (systemd: an
+    # EnvironmentFile or a credential), never from the configuration file.
+    key = _key(config.keystore_path, os.environ.get("KNACK_DEVICE_PASSWORD", ""), "device")
+    validator = validator_key(config) if config.robot.act_as_validator else None
+    service = RobotService(config, key, load_config=lambda: load(args.config), validator_key=validator, problems=problems)
+    return service.run()

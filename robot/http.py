@@ -1,0 +1,60 @@
+"""/healthz and /metrics over HTTP on a loopback port, served from a thread of their own."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger("knack.robot")
+
+
+class HealthServer:
+    """GET /healthz: JSON {"status": "ok"|"degraded", "reasons": [...]}, HTTP 200 when ok and 503 when
+    degraded (so `curl -f` and probes see it); GET /metrics: the Prometheus text format."""
+
+    def __init__(self, host: str, port: int, health: Callable[[], dict], registry):
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                path = self.path.split("?", 1)[0]
+                try:
+                    if path == "/metrics":
+                        self._send(200, CONTENT_TYPE_LATEST, generate_latest(outer.registry))
+                    elif path in ("/healthz", "/health"):
+                        state = outer.health()
+                        body = json.dumps(state).encode() + b"\n"
+                        self._send(200 if state["status"] == "ok" else 503, "application/json", body)
+                    else:
+                        self._send(404, "text/plain; charset=utf-8", b"not found: try /healthz or /metrics\n")
+                except Exception as exc:  # a scrape must never take the service down
+                    log.exception("%s failed", path)
+                    self._send(500, "text/plain; charset=utf-8", f"{type(exc).__name__}: {exc}\n".encode())
+
+            def _send(self, code: int, content_type: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):  # noqa: A002 — scrapes every 15 s are not news
+                pass
+
+        self.health, self.registry = health, registry
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.address = self._server.server_address[:2]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="knack-http", daemon=True)
+
+    def start(self) -> "HealthServer":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,372 @@
+"""`knack robot`: the collector pipeline of `knack record` run headless for days, as a systemd service.
+
+The capture session (recorder -> labeler -> outbox -> pinner) is collector.session's; this module adds
+what a service needs around it: a chain thread that submits and settles, disk limits, signals, a
+status line, and the snapshot that /healthz and /metrics read. Its main thread only watches and decides;
+every slow step runs in a thread of its own, so a signal is acted on within a fraction of a second."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+from collector.config import Config, ConfigError
+from collector.session import CaptureSession
+from robot import disk
+from robot.health import Health, StreamHealth, assess
+from robot.logs import LastProblem, event
+from robot.metrics import Snapshot, StreamSnapshot, registry_for
+
+log = logging.getLogger("knack.robot")
+TICK_S = 0.2
+DISK_EVERY_S = 10.0
+PRUNE_EVERY_S = 600.0
+HISTORY = 64  # results of recent clips kept in memory; totals are counters
+# A problem seen this recently makes /healthz degraded.
+RECENT_S = 120.0
+# The parts of the configuration a reload can change without a new capture session.
+SERVICE_ONLY = ("robot", "source")
+
+
+class Signals:
+    """SIGTERM/SIGINT: stop gracefully; the same again while stopping: exit at once. SIGHUP: reload.
+
+    The handlers only set flags (and, for the second stop, end the process): everything else happens on
+    the main loop, outside the handler."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.signal_name = ""
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+
+    def _on_stop(self, signum, frame) -> None:
+        if self.stop.is_set():
+            # Safe to end here: clips are written under a temporary name and renamed when whole, and every
+            # outbox step is one SQLite transaction; the next start salvages a half-written clip.
+            name = signal.Signals(signum).name
+            line = f'{{"level":"warning","logger":"knack.robot","event":"robot.killed","msg":"second {name}: exiting at once; the next start recovers the open clip"}}\n'
+            os.write(1, line.encode())
+            os._exit(128 + signum)
+        self.signal_name = signal.Signals(signum).name
+        self.stop.set()
+
+    def _on_reload(self, signum, frame) -> None:
+        self.reload.set()
+
+
+class ChainWorker:
+    """Every `chain_every_s`: submit what is pinned, settle (when this process is also the validator) and read
+    the settlements back. A chain that is down or reverts costs one line per change of problem, never a clip:
+    the outbox keeps every state and the next round resumes."""
+
+    def __init__(self, config: Config, session: CaptureSession, validator_key=None):
+        self.config, self.session, self.validator_key = config, session, validator_key
+        self.rounds: Counter = Counter()
+        self.problem: str | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._chain = None
+        self._thread = threading.Thread(target=self._run, name="knack-chain", daemon=True)
+
+    def start(self) -> "ChainWorker":
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if not self._thread.is_alive() and self._chain is not None:
+            self._chain.close()
+
+    def _due(self) -> bool:
+        counts = self.session.outbox.counts()
+        return bool(counts.get("pinned") or counts.get("submitted") or self.session.outbox.staged_txs("submit"))
+
+    def _open(self):
+        from collector.cli import open_ledger
+        from storage.chain import ChainError
+
+        if self._chain is None:
+            self._chain = open_ledger(self.config)
+        if self._chain.deployment is None:
+            if not (self._chain.embedded and self.validator_key is not None):
+                raise ChainError("no registry deployed on this chain: run `knack chain deploy`")
+            self._chain.deploy(self.validator_key, self.validator_key.address)
+        return self._chain
+
+    def round(self) -> None:
+        from storage.settlement import settle_round
+        from storage.validator import Validator
+
+        chain = self._open()
+        validator = None
+        if self.validator_key is not None:
+            validator = Validator(chain, self.session.store, self.validator_key, self.config.data_path / "validator.sqlite")
+        report = settle_round(self.session.outbox, chain, self.session.key, validator)
+        for s in report.submitted:
+            if not s.error:
+                event(log, "chain.submitted", "batch %s of %d clip(s) submitted", s.batch_id, len(s.clip_ids), batch=s.batch_id, clips=len(s.clip_ids), tx=s.tx_hash)
+        if report.settled:
+            event(log, "chain.settled", "%d clip(s) settled on chain", report.settled, clips=report.settled)
+        if report.errors:
+            raise RuntimeError(report.errors[0])
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._due():
+                try:
+                    self.round()
+                except Exception as exc:  # unreachable, reverted, misconfigured: said once, retried next round
+                    self.rounds["error"] += 1
+                    problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    if problem != self.problem:
+                        event(log, "chain.problem", "chain round failed, clips wait in the outbox: %s", problem, level=logging.WARNING)
+                    self.problem = problem
+                else:
+                    self.rounds["ok"] += 1
+                    if self.problem is not None:
+                        event(log, "chain.ok", "chain reachable again")
+                    self.problem = None
+            self._wake.wait(self.config.robot.chain_every_s)
+            self._wake.clear()
+
+
+class RobotService:
+    def __init__(self, config: Config, key, load_config: Callable[[], Config] | None = None, validator_key=None, problems: LastProblem | None = None):
+        self.config, self.key, self.validator_key = config, key, validator_key
+        self.load_config = load_config
+        self.problems = problems or LastProblem()
+        self.signals = Signals()
+        self.session: CaptureSession | None = None
+        self.chain: ChainWorker | None = None
+        self.server = None
+        self.started_at = time.time()
+        self.carried: Counter = Counter()  # counts of sessions replaced by a reload
+        self.pruned = 0
+        self.paused_because: str | None = None
+        self.stopping = False
+        self.usage = disk.DiskUsage(0, 0)
+
+    # --- the lifetime ----------------------------------------------------------------------------
+    def run(self, install_signals: bool = True) -> int:
+        if install_signals:
+            self.signals.install()
+        self.usage = disk.measure(self.config.data_path) if self.config.data_path.exists() else disk.DiskUsage(0, 0)
+        self._start_session(record=True)
+        self._start_server()
+        event(
+            log, "robot.started", "recording to %s as device %s", self.config.clips_path, self.key.address,
+            device=self.key.address, data_dir=str(self.config.data_path), config=self.config.source,
+            streams=[s.name for s in self.session.recorder.sources], health=self._health_url(),
+        )
+        last_disk = last_prune = last_status = time.monotonic()
+        self._check_disk()
+        self._prune()
+        while not self.signals.stop.wait(TICK_S):
+            now = time.monotonic()
+            if self.signals.reload.is_set():
+                self.signals.reload.clear()
+                self.reload()
+            if now - last_disk >= DISK_EVERY_S:
+                last_disk = now
+                self._check_disk()
+            if now - last_prune >= PRUNE_EVERY_S:
+                last_prune = now
+                self._prune()
+            if now - last_status >= self.config.robot.status_every_s:
+                last_status = now
+                self._status()
+        return self.stop()
+
+    def stop(self) -> int:
+        """Seals the open clip and finishes labeling, pinning and one last chain round within the grace period."""
+        self.stopping = True
+        grace = self.config.robot.grace_s
+        deadline = time.monotonic() + grace
+        event(log, "robot.stopping", "%s: sealing the open clip, finishing within %g s", self.signals.signal_name or "stop", grace, grace_s=grace)
+        finished = self.session.close(timeout=grace)
+        if self.chain is not None:
+            self.chain.close(timeout=max(0.0, deadline - time.monotonic()))
+        counts = self.session.outbox.counts()
+        self._status()
+        if self.server is not None:
+            self.server.close()
+        event(
+            log, "robot.stopped",
+            "stopped: %d clip(s) written this run; outbox %s" % (self.session.counts["written"], ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+            + ("" if finished else "; labeling or pinning was cut short by the grace period and resumes at the next start"),
+            finished=finished, clips=counts,
+        )
+        return 0
+
+    def reload(self) -> None:
+        """SIGHUP: read the configuration again. A bad file is reported and the running one kept; a change to
+        sources, labeling or storage starts a new capture session (the open clip is sealed first)."""
+        if self.load_config is None:
+            return
+        try:
+            new = self.load_config()
+        except (ConfigError, OSError) as exc:
+            event(log, "robot.reload_failed", "configuration not reloaded, keeping the running one: %s", exc, level=logging.ERROR)
+            return
+        old = self.config
+        strip = lambda c: dataclasses.replace(c, **{f: getattr(Config(), f) for f in SERVICE_ONLY})  # noqa: E731
+        self.config = new
+        if strip(new) != strip(old):
+            event(log, "robot.reloading", "configuration changed: sealing the open clip and restarting capture")
+            self.chain.close(timeout=new.robot.grace_s)
+            self.session.close(timeout=new.robot.grace_s)
+            self.carried.update(self._session_counts())
+            self._start_session(record=self.paused_because is None)
+        else:
+            self.chain.config = new
+        if (new.robot.health_host, new.robot.health_port) != (old.robot.health_host, old.robot.health_port):
+            if self.server is not None:
+                self.server.close()
+                self.server = None
+            self._start_server()
+        event(log, "robot.reloaded", "configuration reloaded from %s", new.source, config=new.source)
+
+    def _start_session(self, record: bool) -> None:
+        self.session = CaptureSession(
+            self.config, self.key, on_clip=self._on_clip, on_labeled=self._on_labeled, on_pinned=self._on_pinned, history=HISTORY,
+        )
+        self.session.start(record=record)
+        for message in self.session.recorder.recovered:
+            event(log, "clip.recovered", message, level=logging.WARNING)
+        if self.session.backlog:
+            event(log, "label.backlog", "%d earlier clip(s) not labeled yet: labeling them first", len(self.session.backlog), clips=len(self.session.backlog))
+        self.chain = ChainWorker(self.config, self.session, self.validator_key).start()
+
+    def _start_server(self) -> None:
+        from robot.http import HealthServer
+
+        robot = self.config.robot
+        if not robot.health_port:
+            return
+        try:
+            self.server = HealthServer(robot.health_host, robot.health_port, lambda: self.health().as_dict(), registry_for(self.snapshot)).start()
+        except OSError as exc:
+            event(log, "robot.http_failed", "no /healthz or /metrics: cannot listen on %s:%d (%s); recording goes on", robot.health_host, robot.health_port, exc.strerror or exc, level=logging.ERROR)
+
+    def _health_url(self) -> str | None:
+        return f"http://{self.server.address[0]}:{self.server.address[1]}/healthz" if self.server else None
+
+    # --- what the main loop decides -------------------------------------------------------------
+    def _check_disk(self) -> None:
+        robot = self.config.robot
+        self.usage = disk.measure(self.config.data_path)
+        why = disk.pause_reason(self.usage, robot.disk_quota_mb, robot.min_free_mb, paused=self.paused_because is not None)
+        if why and self.paused_because is None:
+            self.paused_because = why
+            self.session.recorder.stop_clip()
+            event(log, "robot.paused", "recording paused, the open clip is sealed: %s", why, level=logging.WARNING, reason=why)
+            self._prune()
+        elif not why and self.paused_because is not None:
+            self.paused_because = None
+            self.session.recorder.start_clip()
+            event(log, "robot.resumed", "recording resumed: the disk has room again")
+
+    def _prune(self) -> None:
+        from collector.discard import DiscardError, discard
+
+        ids = disk.prunable(self.session.outbox.entries(), time.time(), self.config.robot.prune_rejected_after_h)
+        for clip_id in ids:
+            try:
+                discard(self.session.outbox, self.config.clips_path, clip_id)
+            except (DiscardError, OSError) as exc:
+                event(log, "clip.prune_failed", "rejected clip %s not pruned: %s", clip_id, exc, level=logging.WARNING)
+                continue
+            self.pruned += 1
+        if ids:
+            event(log, "clip.pruned", "pruned %d rejected clip(s) older than %g h", len(ids), self.config.robot.prune_rejected_after_h, clips=len(ids))
+
+    def _status(self) -> None:
+        snap = self.snapshot()
+        event(
+            log, "robot.status", "%s; outbox %s" % ("recording" if snap.recording else f"paused: {snap.paused_because}" if snap.paused_because else "not recording",
+                                                      ", ".join(f"{n} {s}" for s, n in snap.clips_by_state.items() if n) or "empty"),
+            streams={s.name: {"state": s.state, "rate": round(s.rate, 1), "received": s.received, "dropped": s.dropped, "lost": s.lost, "late": s.late, "parse_errors": sum(s.errors.values())} for s in snap.streams},
+            clips=snap.clips_by_state, upload_lag_s=round(snap.upload_lag_s, 1), label_queue=snap.label_queue,
+        )
+
+    # --- the stages' callbacks (their threads) ---------------------------------------------------
+    def _on_clip(self, clip) -> None:
+        event(log, "clip.written", "clip %s: %d frames, %d samples", clip.clip_id, clip.frames, clip.samples, clip=clip.clip_id, frames=clip.frames, samples=clip.samples)
+
+    def _on_labeled(self, result) -> None:
+        event(log, "clip.labeled", "clip %s %s", result.clip_id, "accepted" if result.accepted else result.summary, clip=result.clip_id, accepted=result.accepted, quality=round(result.score, 3))
+
+    def _on_pinned(self, result) -> None:
+        if result.error:
+            event(log, "clip.pin_failed", "clip %s not pinned yet: %s", result.clip_id, result.error, level=logging.WARNING, clip=result.clip_id)
+        else:
+            event(log, "clip.pinned", "clip %s pinned as %s", result.clip_id, result.cid, clip=result.clip_id, cid=result.cid)
+            if self.chain is not None:
+                self.chain.wake()
+
+    # --- what /healthz and /metrics read ---------------------------------------------------------
+    def _session_counts(self) -> Counter:
+        labels = self.session.labels.counts if self.session.labels is not None else Counter()
+        return self.session.counts + Counter({"accepted": labels["accepted"], "rejected": labels["rejected"], "label_failed": labels["failed"]})
+
+    def snapshot(self) -> Snapshot:
+        session = self.session
+        streams = [
+            StreamSnapshot(s.name, s.kind, s.stats.state, s.stats.received, s.stats.dropped, s.stats.late, s.stats.lost, dict(s.stats.errors), s.stats.rate)
+            for s in session.recorder.sources
+        ]
+        oldest = session.outbox.oldest_pending()
+        counts = self.carried + self._session_counts()
+        counts["pruned"] = self.pruned
+        recording = session.recorder.segmenter.recording
+        return Snapshot(
+            streams=streams,
+            clips_by_state=session.outbox.counts(),
+            counts=dict(counts),
+            recording=recording and not self.stopping and self.paused_because is None,
+            paused_because=self.paused_because,
+            upload_lag_s=max(0.0, time.time() - oldest.created) if oldest else 0.0,
+            last_error_at=self.problems.at,
+            label_queue=session.labels.pending if session.labels is not None else 0,
+            data_bytes=self.usage.data_bytes,
+            free_bytes=self.usage.free_bytes,
+            chain_rounds=dict(self.chain.rounds) if self.chain else {},
+            health_ok=self.health().ok,
+        )
+
+    def health(self) -> Health:
+        session = self.session
+        streams = [StreamHealth(s.name, s.kind, s.stats.state, s.stats.last_error) for s in session.recorder.sources]
+        store_problem = None
+        waiting = session.outbox.due("accepted", now=float("inf"))
+        failing = [e for e in waiting if e.attempts and e.last_error]
+        if failing:
+            store_problem = failing[0].last_error
+        label_problem = None
+        if session.labels is not None and session.labels.failed and self.problems.since(RECENT_S):
+            clip, why = session.labels.failed[-1]
+            label_problem = f"clip {clip.name} not labeled: {why}"
+        return assess(
+            streams,
+            recording=self.paused_because is None and not self.stopping,
+            paused_because=self.paused_because,
+            chain_problem=self.chain.problem if self.chain else None,
+            store_problem=store_problem,
+            label_problem=label_problem,
+            stopping=self.stopping,
+        )

@@ -126,7 +126,8 @@ class ChainWorker:
             raise RuntimeError(report.errors[0])
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:
+            stopping = self._stop.is_set()  # asked to stop: one last round for what the session just pinned
             if self._due():
                 try:
                     self.round()
@@ -141,6 +142,8 @@ class ChainWorker:
                     if self.problem is not None:
                         event(log, "chain.ok", "chain reachable again")
                     self.problem = None
+            if stopping:
+                return
             self._wake.wait(self.config.robot.chain_every_s)
             self._wake.clear()
 

@@ -49,3 +49,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/cid.py
 	$(PY) bench/gas.py
 	$(PY) bench/tui.py
+	$(PY) bench/robot_soak.py

@@ -62,6 +62,36 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def cmd_udev(args) -> int:
+    from collector.devices import list_cameras, list_serial_ports, usb_interface_of
+    from collector.udev_rules import UdevRuleError, no_usb_identity, rule_for, rules_file, rules_for
+
+    cameras, ports = list_cameras(), list_serial_ports()
+    interfaces = {d.path: usb_interface_of(d.path) for d in (*cameras, *ports)}
+    by_node = {Path(os.path.realpath(d.path)): d for d in (*cameras, *ports)}
+    try:
+        if not args.path:
+            text = rules_for(cameras, ports, interfaces)
+        elif args.name and len(args.path) > 1:
+            raise UdevRuleError("--name names one device: give one path")
+        else:
+            rules = []
+            for path in args.path:
+                node = Path(os.path.realpath(path))
+                if not node.exists():
+                    raise UdevRuleError(f"{path}: no such device")
+                if node not in by_node:  # a pty, a file: nothing udev could match
+                    raise no_usb_identity(path)
+                device = by_node[node]
+                rules.append(rule_for(device, interfaces[device.path], args.name))
+            text = rules_file(rules)
+    except UdevRuleError as exc:
+        print(f"knack: error: {exc}", file=sys.stderr)
+        return 1
+    print(text, end="")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from collector.doctor import run_checks
     from collector.config import to_toml
@@ -589,9 +619,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("clip_dir", nargs="+")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("devices", help="list cameras and serial ports, to write knack.toml")
+    p = sub.add_parser("devices", help="list cameras and serial ports, to write knack.toml (stable names: knack udev)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("udev", help="print udev rules giving USB cameras and serial ports stable names under /dev/knack/ (see udev/README.md)")
+    p.add_argument("path", nargs="*", help="device paths such as /dev/video0, /dev/ttyUSB0 or a /dev/serial/by-id link (default: every USB camera and serial port)")
+    p.add_argument("--name", help="with one path: the link name under /dev/knack/, e.g. wrist_cam (default: kind-vendor-product-serial)")
+    p.set_defaults(func=cmd_udev)
 
     p = sub.add_parser("doctor", help="print the effective configuration and which real parts are reachable")
     p.set_defaults(func=cmd_doctor)

@@ -214,3 +214,22 @@ def usb_id_of(path: str) -> str | None:
         if Path(os.path.realpath(device.path)) == real:
             return device.usb_id
     return None
+
+
+def usb_interface_of(dev_node: Path, sys_root: Path = Path("/sys")) -> str | None:
+    """bInterfaceNumber ("00", "01", ...) of the USB interface a video or tty node hangs off, None when not USB."""
+    # A dual-port adapter or a stereo camera is one USB device (one serial number) with a node per interface.
+    top = sys_root.resolve()
+    for cls in ("video4linux", "tty"):
+        start = sys_root / "class" / cls / dev_node.name / "device"
+        if not start.exists():
+            continue
+        d = start.resolve()
+        while top in d.parents:
+            if (d / "idVendor").is_file():
+                return None  # reached the USB device without passing an interface
+            number = _read(d / "bInterfaceNumber")
+            if number:
+                return number.lower()
+            d = d.parent
+    return None

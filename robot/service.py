@@ -54,7 +54,8 @@ class Signals:
             # Safe to end here: clips are written under a temporary name and renamed when whole, and every
             # outbox step is one SQLite transaction; the next start salvages a half-written clip.
             name = signal.Signals(signum).name
-            line = f'{{"level":"warning","logger":"knack.robot","event":"robot.killed","msg":"second {name}: exiting at once; the next start recovers the open clip"}}\n'
+            ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            line = f'{{"ts":"{ts}","level":"warning","logger":"knack.robot","event":"robot.killed","msg":"second {name}: exiting at once; the next start recovers the open clip"}}\n'
             os.write(1, line.encode())
             os._exit(128 + signum)
         self.signal_name = signal.Signals(signum).name

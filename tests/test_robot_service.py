@@ -125,7 +125,7 @@ def robot_setup(tmp_path, simulator):
     return config, env, tmp_path / "robot.log", port, data
 
 
-def test_sigterm_mid_clip_kill_9_and_restarts_settle_every_clip_exactly_once(robot_setup):
+def test_sigterm_kill_9_a_second_sigterm_and_restarts_settle_every_clip_exactly_once(robot_setup):
     config, env, log, port, data = robot_setup
     # Run 1: scrape, then SIGTERM in the middle of a clip.
     robot = Robot(config, env, log, port)
@@ -161,11 +161,21 @@ def test_sigterm_mid_clip_kill_9_and_restarts_settle_every_clip_exactly_once(rob
     robot.proc.send_signal(signal.SIGKILL)
     assert robot.wait(timeout=10) == -signal.SIGKILL
 
-    # Run 3: the half clip is recovered and labeled; then a clean stop.
+    # Run 3: the half clip is recovered; then SIGTERM twice: the second ends the process at once.
     robot = Robot(config, env, log, port)
     robot.wait_event("robot.started", timeout=60)
     recovered = [e for e in robot.events() if e["event"] == "clip.recovered"]
     assert recovered, "the clip cut by kill -9 is salvaged at the next start"
+    robot.mid_clip(2.0)
+    robot.proc.send_signal(signal.SIGTERM)
+    robot.wait_event("robot.stopping", timeout=10)
+    robot.proc.send_signal(signal.SIGTERM)
+    assert robot.wait(timeout=10) == 128 + signal.SIGTERM
+    assert robot.events()[-1]["event"] == "robot.killed"
+
+    # Run 4: whatever run 3 left is picked up; a clean stop settles the rest.
+    robot = Robot(config, env, log, port)
+    robot.wait_event("robot.started", timeout=60)
     robot.wait_event("clip.written", timeout=30)
     robot.proc.send_signal(signal.SIGTERM)
     assert robot.wait(timeout=30) == 0

@@ -13,8 +13,9 @@ from serial.tools import list_ports
 _VIDEO_NODE = re.compile(r"video(\d+)")
 
 # Stable names come first: /dev/videoN and /dev/ttyUSBN are numbered in probe order and can swap on reboot.
-_CAMERA_LINK_DIRS = ("v4l/by-id", "v4l/by-path", "knack")
-_SERIAL_LINK_DIRS = ("serial/by-id", "serial/by-path", "knack")
+# The names of udev/99-knack.rules first: the ones an integrator chose, stable across ports and reboots.
+_CAMERA_LINK_DIRS = ("knack", "v4l/by-id", "v4l/by-path")
+_SERIAL_LINK_DIRS = ("knack", "serial/by-id", "serial/by-path")
 
 _NO_CAMERAS = "no /dev/video* found: is the camera plugged in and is the user in the 'video' group?"
 _NO_SERIAL = "no serial ports found: is the device plugged in and is the user in the 'dialout' group?"

@@ -76,9 +76,9 @@ def test_list_cameras_finds_every_stable_symlink_to_the_node(fake_roots):
     dev_root, sys_root = fake_roots
     cam0, cam1 = list_cameras(dev_root, sys_root)
     assert cam0.symlinks == (
+        dev_root / "knack/wrist_cam",  # the name udev/99-knack.rules (or the integrator) gave it comes first
         dev_root / "v4l/by-id/usb-Foo_Cam-video-index0",
         dev_root / "v4l/by-path/pci-0000:00:14.0-usb-0:1:1.0-video-index0",
-        dev_root / "knack/wrist_cam",
     )
     assert cam1.symlinks == (dev_root / "v4l/by-id/usb-Foo_Cam-video-index1",)
 
@@ -143,7 +143,7 @@ def test_format_devices_suggests_a_stable_name_of_a_capture_node_and_usb_port_fo
     text = format_devices(list(reversed(cams)), [uart, port])
     assert "[[camera]]" in text
     # The metadata node comes first here, but it yields no frames, so it must not be suggested.
-    assert f'source = "{fake_roots[0] / "v4l/by-id/usb-Foo_Cam-video-index0"}"' in text
+    assert f'source = "{fake_roots[0] / "knack/wrist_cam"}"' in text  # its udev/99-knack.rules name, when it has one
     assert "[[serial]]" in text
     # A built-in UART sorts first but the USB adapter is the likely sensor.
     assert 'port = "/dev/serial/by-id/usb-Silicon_Labs_CP2102-if00-port0"' in text

@@ -16,6 +16,19 @@ log = logging.getLogger("knack.storage")
 _BATCH_BYTES = 16 << 20
 
 
+
+def _why(exc: BaseException) -> str:
+    """The cause a person can act on ("Connection refused", "timed out"), not urllib3's nested repr."""
+    import re
+
+    text = str(exc)
+    if found := re.search(r"\[Errno -?\d+\] ([^'\")]+)", text):
+        return found.group(1).strip()
+    if "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
+        return "timed out"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 160 else first[:157] + "..."
+
 class StoreUnavailable(Exception):
     """The store cannot be reached now (a daemon down, a connection dropped): try again later."""
 
@@ -103,7 +116,7 @@ class DaemonStore:
         try:
             return fn(*args, **kwargs)
         except (errors.ConnectionError, errors.TimeoutError, errors.ProtocolError) as exc:
-            raise StoreUnavailable(f"IPFS daemon at {self.api} is not reachable ({what}): {str(exc).splitlines()[0]}") from None
+            raise StoreUnavailable(f"IPFS daemon at {self.api} is not reachable ({what}): {_why(exc)}") from None
         except errors.Error as exc:
             raise StoreUnavailable(f"IPFS daemon at {self.api} refused {what}: {str(exc).splitlines()[0]}") from None
 

@@ -203,6 +203,7 @@ def service_config(tmp_path, simulator):
 def run_service(service):
     thread = threading.Thread(target=lambda: setattr(service, "exit_code", service.run(install_signals=False)), daemon=True)
     thread.start()
+    wait_for(lambda: service.chain is not None or not thread.is_alive())  # the capture session is up
     return thread
 
 
@@ -334,3 +335,35 @@ def test_systemd_accepts_the_unit_and_rates_its_exposure_low(tmp_path):
     # Exposure 0.0 (locked down) to 10.0 (unprotected), times ten: at most 2.5.
     security = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=25", str(unit)], capture_output=True, text=True)
     assert security.returncode == 0, security.stdout[-2000:]
+
+
+@pytest.mark.parametrize("down", ["chain", "ipfs"])
+def test_with_the_chain_or_ipfs_down_it_keeps_recording_into_the_outbox_and_says_why(service_config, device_key, caplog, down):
+    from robot.service import RobotService
+
+    caplog.set_level(logging.INFO)
+    config = service_config(chain_every_s=1.0)
+    nowhere = {"chain": {"chain_rpc": "http://127.0.0.1:9"}, "ipfs": {"ipfs_api": "/ip4/127.0.0.1/tcp/9/http"}}[down]
+    config = dataclasses.replace(
+        config,
+        storage=dataclasses.replace(config.storage, **nowhere),
+        labeler=dataclasses.replace(config.labeler, label_on_record=True),
+        policy=dataclasses.replace(config.policy, min_hand_fraction=0.0, min_sharpness=0.0, max_sample_loss_fraction=1.0, max_frame_drop_fraction=1.0),
+    )
+    service = RobotService(config, device_key)
+    thread = run_service(service)
+    try:
+        waiting = "pinned" if down == "chain" else "accepted"
+        wait_for(lambda: service.session.outbox.counts()[waiting] >= 2, timeout=60)
+        reasons = wait_for(lambda: [r for r in service.health().reasons if r.startswith("chain:" if down == "chain" else "content store:")])
+        assert ("127.0.0.1:9" if down == "chain" else "/ip4/127.0.0.1/tcp/9/http is not reachable (add): Connection refused") in reasons[0]
+        assert reasons[0].endswith("(clips wait in the outbox)")
+        assert service.snapshot().recording and service.snapshot().upload_lag_s > 0
+        written = service.session.counts["written"]
+        wait_for(lambda: service.session.counts["written"] > written)  # still recording
+    finally:
+        service.signals.stop.set()
+        thread.join(60)
+    assert service.exit_code == 0
+    counts = service.session.outbox.counts()
+    assert counts["settled"] == 0 and counts[waiting] >= 2

@@ -127,9 +127,15 @@ def cmd_verify(args) -> int:
 def cmd_simulate(args) -> int:
     from collector.simulator import SerialSimulator, SimulatorConfig
 
-    sim = SerialSimulator(SimulatorConfig(rate=args.rate, protocol=args.protocol, garbage=args.garbage, replay=args.replay or "", link=args.link or ""))
-    print(f"Simulated IMU on {sim.port} ({args.protocol}, {args.rate:g} Hz); stop with Ctrl-C", flush=True)
-    print(f'  knack.toml:  [[serial]]  port = "{sim.port}"  protocol = "{args.protocol}"', flush=True)
+    if args.what == "joints":
+        sim = SerialSimulator(SimulatorConfig(rate=args.rate, protocol=args.protocol, garbage=args.garbage, link=args.link or "", stream="joints", joints=args.joints))
+        print(f"Simulated {args.joints}-joint arm on {sim.port} ({args.protocol}, {args.rate:g} Hz); stop with Ctrl-C", flush=True)
+        names = ", ".join(f'"{n}"' for n in sim.joint_names)
+        print(f'  knack.toml:  [[joints]]  port = "{sim.port}"  protocol = "{args.protocol}"  joints = [{names}]', flush=True)
+    else:
+        sim = SerialSimulator(SimulatorConfig(rate=args.rate, protocol=args.protocol, garbage=args.garbage, replay=args.replay or "", link=args.link or ""))
+        print(f"Simulated IMU on {sim.port} ({args.protocol}, {args.rate:g} Hz); stop with Ctrl-C", flush=True)
+        print(f'  knack.toml:  [[serial]]  port = "{sim.port}"  protocol = "{args.protocol}"', flush=True)
     stop = _stop_event()
     with sim:
         stop.wait(args.duration if args.duration else None)
@@ -230,8 +236,8 @@ def cmd_record(args) -> int:
     config = _load(args)
     if args.clip_seconds is not None:
         config = dataclasses.replace(config, recorder=dataclasses.replace(config.recorder, clip_seconds=args.clip_seconds)).validate()
-    if not config.camera and not config.serial:
-        raise ConfigError("no sources configured: add [[camera]] and/or [[serial]] tables to knack.toml (see `knack devices`)")
+    if not config.camera and not config.serial and not config.joints:
+        raise ConfigError("no sources configured: add [[camera]], [[serial]] or [[joints]] tables to knack.toml (see `knack devices`)")
     key = device_key(config)
     print(f"Recording to {config.clips_path} as device {key.address}; stop with Ctrl-C")
     run = run_recording(config, key, args.duration, until_sources_end=args.until_end, label=False if args.no_label else None)
@@ -559,6 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--protocol", choices=["csv", "jsonl", "kv", "binary"], default="csv")
     s.add_argument("--garbage", type=float, default=0.0, help="probability per sample of injected noise or a corrupt frame")
     s.add_argument("--replay", help="stream the values of this IMU CSV log instead of synthetic motion")
+    s.add_argument("--link", help="also make this path a symlink to the port (a stable name, like a udev rule)")
+    s.add_argument("--duration", type=float, help="stop after this many seconds")
+    s.set_defaults(func=cmd_simulate)
+    s = simsub.add_parser("joints", help="stream a robot arm's joint states (position, velocity, effort) on a pseudo-terminal")
+    s.add_argument("--joints", type=int, default=6, help="how many joints (1 to 64)")
+    s.add_argument("--rate", type=float, default=100.0, help="samples per second (up to 10000)")
+    s.add_argument("--protocol", choices=["jsonl", "binary"], default="jsonl")
+    s.add_argument("--garbage", type=float, default=0.0, help="probability per sample of injected noise or a corrupt frame")
     s.add_argument("--link", help="also make this path a symlink to the port (a stable name, like a udev rule)")
     s.add_argument("--duration", type=float, help="stop after this many seconds")
     s.set_defaults(func=cmd_simulate)

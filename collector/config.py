@@ -115,6 +115,49 @@ class SerialConfig:
             _require(count == len(self.binary_fields), f"{key}.binary_fields", self.binary_fields, f"{count} names, one per value of binary_format")
 
 
+JOINT_FIELDS = ("position", "velocity", "effort")
+
+
+@dataclass(frozen=True)
+class JointStateConfig:
+    """A robot's joint states (collector/sources/joints.py has the wire format), from a serial port or a recording."""
+
+    name: str = "joints"
+    # Exactly one: a serial device path, or a JSON-lines recording replayed as if it were the robot.
+    port: str = ""
+    file: str = ""
+    protocol: SerialProtocol = SerialProtocol.JSONL
+    joints: tuple[str, ...] = ()
+    # Stored per joint, and in this order in a binary frame's payload.
+    fields: tuple[str, ...] = JOINT_FIELDS
+    device_time_field: str = "t_us"
+    device_time_unit: TimeUnit = TimeUnit.US
+    seq_field: str = "seq"
+    nominal_rate: float = 0.0
+    baudrate: int = 115200
+    queue_size: int = 16384
+    # Files only: pace samples by their recorded device time (or nominal_rate without one), and start again at the end.
+    realtime: bool = True
+    loop: bool = False
+
+    def validate(self, key: str) -> None:
+        _require(bool(self.name), f"{key}.name", self.name, "a non-empty stream name")
+        _require(bool(self.port) != bool(self.file), f"{key}.port/file", (self.port, self.file), "exactly one of port (a serial device such as /dev/ttyUSB0) or file (a JSON-lines recording)")
+        _require(self.protocol in (SerialProtocol.JSONL, SerialProtocol.BINARY), f"{key}.protocol", self.protocol.value, "'jsonl' or 'binary' for a joint-state stream")
+        _require(not self.file or self.protocol is SerialProtocol.JSONL, f"{key}.protocol", self.protocol.value, "'jsonl' for a recording in a file")
+        _require(bool(self.joints) and all(self.joints) and len(set(self.joints)) == len(self.joints), f"{key}.joints", self.joints, "a non-empty list of distinct joint names")
+        _require(bool(self.fields) and self.fields == tuple(f for f in JOINT_FIELDS if f in self.fields) and set(self.fields) <= set(JOINT_FIELDS), f"{key}.fields", self.fields, f"some of {', '.join(repr(f) for f in JOINT_FIELDS)}, in that order")
+        if self.protocol is SerialProtocol.BINARY:
+            # A binary frame always starts with (device time, sequence): these name its two header values.
+            _require(bool(self.device_time_field), f"{key}.device_time_field", self.device_time_field, 'a name for the frame\'s device time, such as "t_us"')
+            _require(bool(self.seq_field), f"{key}.seq_field", self.seq_field, 'a name for the frame\'s sequence counter, such as "seq"')
+        _require(self.nominal_rate >= 0, f"{key}.nominal_rate", self.nominal_rate, "samples per second, or 0 if unknown")
+        if self.file and self.realtime and not self.device_time_field:
+            _require(self.nominal_rate > 0, f"{key}.nominal_rate", self.nominal_rate, "samples per second to pace a recording without device time (or realtime = false)")
+        _require(self.baudrate > 0, f"{key}.baudrate", self.baudrate, "a positive baud rate such as 115200")
+        _require(self.queue_size >= 16, f"{key}.queue_size", self.queue_size, "at least 16")
+
+
 @dataclass(frozen=True)
 class RecorderConfig:
     # 0 cuts clips only on the operator's start/stop/split.
@@ -273,6 +316,7 @@ class Config:
     robot: RobotConfig = field(default_factory=RobotConfig)
     camera: tuple[CameraConfig, ...] = ()
     serial: tuple[SerialConfig, ...] = ()
+    joints: tuple[JointStateConfig, ...] = ()
     source: str = "defaults"
 
     @property
@@ -295,7 +339,7 @@ class Config:
         self.policy.validate("policy")
         self.robot.validate("robot")
         names: set[str] = set()
-        for kind, streams in (("camera", self.camera), ("serial", self.serial)):
+        for kind, streams in (("camera", self.camera), ("serial", self.serial), ("joints", self.joints)):
             for i, stream in enumerate(streams):
                 stream.validate(f"{kind}[{i}]")
                 _require(stream.name not in names, f"{kind}[{i}].name", stream.name, "a name no other stream uses")
@@ -329,6 +373,9 @@ _SECTIONS = {
     "robot": RobotConfig,
 }
 
+# [[name]] arrays of tables, one per stream.
+_STREAMS = {"camera": CameraConfig, "serial": SerialConfig, "joints": JointStateConfig}
+
 
 def _coerce(type_name: str, value: Any, key: str):
     expected = {"str": str, "int": int, "float": (int, float), "bool": bool}
@@ -355,15 +402,15 @@ def from_mapping(data: Mapping[str, Any], source: str = "mapping") -> Config:
     for name, value in data.items():
         if name in _SECTIONS:
             kwargs[name] = _convert(_SECTIONS[name], value, name)
-        elif name in ("camera", "serial"):
-            cls = CameraConfig if name == "camera" else SerialConfig
+        elif name in _STREAMS:
+            cls = _STREAMS[name]
             if not isinstance(value, list):
                 raise ConfigError(f"{name} is not valid: expected [[{name}]] tables")
             kwargs[name] = tuple(_convert(cls, v, f"{name}[{i}]") for i, v in enumerate(value))
         elif name == "data_dir":
             kwargs[name] = _coerce("str", value, name)
         else:
-            raise ConfigError(f"{name} is not a known setting: expected one of {', '.join(sorted(['camera', 'data_dir', 'serial', *_SECTIONS]))}")
+            raise ConfigError(f"{name} is not a known setting: expected one of {', '.join(sorted(['data_dir', *_STREAMS, *_SECTIONS]))}")
     return Config(**kwargs)
 
 
@@ -450,7 +497,7 @@ def to_toml(config: Config) -> str:
     for section in _SECTIONS:
         lines += ["", f"[{section}]"]
         lines += [f"{f.name} = {scalar(getattr(getattr(config, section), f.name))}" for f in dataclasses.fields(_SECTIONS[section])]
-    for kind in ("camera", "serial"):
+    for kind in _STREAMS:
         for stream in getattr(config, kind):
             lines += ["", f"[[{kind}]]"]
             lines += [f"{f.name} = {scalar(getattr(stream, f.name))}" for f in dataclasses.fields(stream)]

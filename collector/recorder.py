@@ -353,7 +353,7 @@ class Recorder:
         rows = [s for stream in sorted(buf.samples) for s in buf.samples[stream]]
         if not rows:
             return 0
-        channels = {s.name: list(getattr(s, "channels", ())) for s in self.sources if s.kind == "serial"}
+        channels = {s.name: list(getattr(s, "channels", ())) for s in self.sources if s.kind != "camera"}
         table = pa.table({
             "stream": pa.array([s.stream for s in rows], pa.string()),
             "capture_ns": pa.array([s.capture_ns for s in rows], pa.int64()),
@@ -384,7 +384,7 @@ class Recorder:
                     for g in gaps if g.stream == source.name
                 ],
             })
-            if source.kind == "serial":
+            if source.kind != "camera":  # serial sensors and joint states
                 info["channels"] = list(getattr(source, "channels", ()))
             streams.append(info)
         return {

@@ -1,4 +1,5 @@
-"""A sensor on a pseudo-terminal: streams a realistic 6-axis IMU glove so the real serial path runs without hardware.
+"""A sensor on a pseudo-terminal: streams a realistic 6-axis IMU glove, or a robot arm's joint states, so the
+real serial path runs without hardware.
 
 The simulated device stamps samples with the host's monotonic clock in microseconds (it runs on the same
 host), which makes the recorder's serial latency and clock alignment measurable.
@@ -18,13 +19,16 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.sources.protocols import encode_frame
+from collector.sources.protocols import encode_frame, joint_binary_format
 
 log = logging.getLogger("knack.simulate")
 
 IMU_FIELDS = ("t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz")
 IMU_BINARY_FORMAT = "<QI6f"
 PROTOCOLS = ("csv", "jsonl", "kv", "binary")
+STREAMS = ("imu", "joints")
+JOINT_PROTOCOLS = ("jsonl", "binary")
+SIM_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow", "wrist_1", "wrist_2", "wrist_3")
 # Samples nobody reads are gone after this long, as on a UART whose transmit buffer overflows, rather than
 # arriving seconds later with a capture time that lies about when they were measured. Judged by time, not by
 # bytes: a burst owed after the simulator's own thread was held up fills the pty (about 16 KB) at once, and a
@@ -41,6 +45,8 @@ class SimulatorConfig:
     link: str = ""  # a stable path symlinked to the pty, like a udev rule's /dev/knack/... name
     seed: int = 1
     header_every_s: float = 1.0  # CSV: repeat the header so a reader that joins late can parse
+    stream: str = "imu"  # or "joints": a robot arm's joint states (jsonl or binary, see collector/sources/joints.py)
+    joints: int = 6  # joints stream: how many, named by joint_names()
 
 
 def _synthetic(seq: int, rate: float, rng: random.Random) -> tuple[float, ...]:
@@ -53,6 +59,47 @@ def _synthetic(seq: int, rate: float, rng: random.Random) -> tuple[float, ...]:
     gy = 0.3 * math.sin(2 * math.pi * 1.3 * t) + rng.gauss(0, 0.01)
     gz = 0.2 * math.sin(2 * math.pi * 0.2 * t) + rng.gauss(0, 0.01)
     return ax, ay, az, gx, gy, gz
+
+
+def joint_names(count: int) -> tuple[str, ...]:
+    """A 6-axis arm's joint names, then joint_7, joint_8, ... for more."""
+    return SIM_JOINTS[:count] + tuple(f"joint_{i + 1}" for i in range(len(SIM_JOINTS), count))
+
+
+def joint_state(t: float, count: int, rng: random.Random) -> tuple[list[float], list[float], list[float]]:
+    """Positions (rad), velocities (rad/s) and efforts (N m) of an arm moving smoothly at time t (s)."""
+    positions, velocities, efforts = [], [], []
+    for i in range(count):
+        # Each joint sweeps at its own slow frequency; velocity is the exact derivative of position.
+        amplitude, frequency, phase = 0.8 / (1 + 0.3 * i), 0.15 + 0.07 * i, 0.9 * i
+        w = 2 * math.pi * frequency
+        position = amplitude * math.sin(w * t + phase) + 0.1 * i
+        velocity = amplitude * w * math.cos(w * t + phase)
+        # Holding against gravity plus a little for acceleration, with motor current noise.
+        effort = 2.0 / (1 + i) * math.cos(position) - 0.05 * amplitude * w * w * math.sin(w * t + phase) + rng.gauss(0, 0.01)
+        positions.append(position)
+        velocities.append(velocity)
+        efforts.append(effort)
+    return positions, velocities, efforts
+
+
+def encode_joints(protocol: str, t_us: int, seq: int, names: tuple[str, ...], state: tuple[list[float], list[float], list[float]]) -> bytes:
+    """One joint-state sample on the wire, every joint with position, velocity and effort."""
+    if protocol == "binary":
+        return encode_frame(joint_binary_format(len(names), 3), (t_us, seq, *state[0], *state[1], *state[2]))
+    if protocol == "jsonl":
+        record = {"t_us": t_us, "seq": seq, "name": list(names), **{k: [round(x, 6) for x in v] for k, v in zip(("position", "velocity", "effort"), state)}}
+        return (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    raise ValueError(f"protocol {protocol!r} is not one of {', '.join(JOINT_PROTOCOLS)} for joint states")
+
+
+def write_joint_recording(path: str | Path, joints: int = 6, seconds: float = 1.0, rate: float = 100.0, start_us: int = 0, seed: int = 1) -> Path:
+    """A JSON-lines joint-state recording, as a `[[joints]] file = ...` stream replays it; device time from start_us."""
+    rng, names = random.Random(seed), joint_names(joints)
+    with open(path, "wb") as f:
+        for seq in range(int(seconds * rate)):
+            f.write(encode_joints("jsonl", start_us + int(seq * 1e6 / rate), seq, names, joint_state(seq / rate, joints, rng)))
+    return Path(path)
 
 
 def load_replay(path: str | Path) -> list[tuple[float, ...]]:
@@ -81,12 +128,18 @@ class SerialSimulator:
     """Owns a pty pair; `port` is the path a serial reader opens. Runs its writer in a thread."""
 
     def __init__(self, config: SimulatorConfig):
-        if config.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol {config.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        if config.stream not in STREAMS:
+            raise ValueError(f"stream {config.stream!r} is not one of {', '.join(STREAMS)}")
+        protocols = JOINT_PROTOCOLS if config.stream == "joints" else PROTOCOLS
+        if config.protocol not in protocols:
+            raise ValueError(f"protocol {config.protocol!r} is not one of {', '.join(protocols)}{' for joint states' if config.stream == 'joints' else ''}")
+        if config.stream == "joints" and (config.replay or not 1 <= config.joints <= 64):
+            raise ValueError("a joint-state simulator has 1 to 64 joints and replays no IMU log")
         if not 0 < config.rate <= 10_000:
             raise ValueError(f"rate {config.rate} is not between 0 and 10000 samples per second")
         self.config = config
         self.replay = load_replay(config.replay) if config.replay else None
+        self.joint_names = joint_names(config.joints) if config.stream == "joints" else ()
         self.sent = 0  # samples generated
         self.overrun = 0  # times the transmit buffer overflowed because nobody read the port
         self.corrupted = 0
@@ -140,6 +193,11 @@ class SerialSimulator:
     def header(self) -> bytes:
         return (",".join(IMU_FIELDS) + "\n").encode() if self.config.protocol == "csv" else b""
 
+    def _encode(self, t_us: int, seq: int, rng: random.Random) -> bytes:
+        if self.config.stream == "joints":
+            return encode_joints(self.config.protocol, t_us, seq, self.joint_names, joint_state(seq / self.config.rate, self.config.joints, rng))
+        return encode(self.config.protocol, t_us, seq, self._values(seq, rng))
+
     def _values(self, seq: int, rng: random.Random) -> tuple[float, ...]:
         if self.replay:
             return self.replay[seq % len(self.replay)]
@@ -171,7 +229,7 @@ class SerialSimulator:
                 last_header = now
             while self.sent < due:
                 t_us = int(start + self.sent * period_ns) // 1000
-                chunk = encode(self.config.protocol, t_us, self.sent, self._values(self.sent, rng))
+                chunk = self._encode(t_us, self.sent, rng)
                 if self.config.garbage and rng.random() < self.config.garbage:
                     chunk = self._corrupt(chunk, rng)
                 out += chunk

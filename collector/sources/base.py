@@ -71,7 +71,7 @@ class StreamStats:
 
 class Source(Protocol):
     name: str
-    kind: str  # "camera" | "serial"
+    kind: str  # "camera" | "serial" | "joints"
     items: queue.Queue
     stats: StreamStats
 
@@ -80,6 +80,19 @@ class Source(Protocol):
     def ended(self) -> bool: ...
     def take_gaps(self) -> list[Gap]: ...
     def describe(self) -> dict[str, Any]: ...
+
+
+class SequenceCounter:
+    """Samples missing by a device's sequence counter. A counter that restarts (device reset) or jumps absurdly
+    far is a new start, not a loss."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+
+    def missing(self, seq: int) -> int:
+        gap = 0 if self.last is None else seq - self.last - 1
+        self.last = seq
+        return gap if 0 < gap < 1_000_000 else 0
 
 
 class ErrorReporter:

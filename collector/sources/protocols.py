@@ -190,6 +190,74 @@ class JsonLinesDecoder(_LineDecoder):
         return fields, None
 
 
+def _finite(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def joint_channels(joints: tuple[str, ...], fields: tuple[str, ...]) -> tuple[str, ...]:
+    """`<joint>.<field>` names, field-major like the binary payload: every position, then every velocity, ..."""
+    return tuple(f"{joint}.{name}" for name in fields for joint in joints)
+
+
+def joint_binary_format(joints: int, fields: int) -> str:
+    """Payload of a binary joint-state frame: u64 device time, u32 sequence, then float32 values field-major."""
+    return f"<QI{joints * fields}f"
+
+
+class JointStateDecoder(JsonLinesDecoder):
+    """JSON lines shaped like ROS sensor_msgs/JointState (wire format: collector/sources/joints.py).
+
+    With a `name` list, values are looked up by joint name, so a robot may send its joints in another order
+    or send more of them; without one, each array holds exactly the configured joints in order."""
+
+    def __init__(self, joints: tuple[str, ...], fields: tuple[str, ...], device_time_field: str = "t_us", seq_field: str = "seq"):
+        self.joints, self.fields, self.seq_field = tuple(joints), tuple(fields), seq_field
+        channels = ((seq_field,) if seq_field else ()) + joint_channels(self.joints, self.fields)
+        super().__init__(channels, device_time_field or None)
+
+    def _fields(self, line: str):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return None, "bad json"
+        if not isinstance(obj, dict):
+            return None, "json not an object"
+        fields: dict[str, float] = {}
+        for key in (self.device_time_field, self.seq_field):
+            if key and key in obj:
+                value = _finite(obj[key])
+                if value is None:
+                    return None, f"{key} not a number"
+                fields[key] = value
+        names = obj.get("name")
+        if names is None:
+            positions, length = range(len(self.joints)), len(self.joints)
+        else:
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                return None, "name not a list of strings"
+            where = {n: i for i, n in enumerate(names)}
+            if len(where) != len(names):
+                return None, "duplicate joint name"
+            missing = [j for j in self.joints if j not in where]
+            if missing:
+                return None, f"missing joint {missing[0]}"
+            positions, length = [where[j] for j in self.joints], len(names)
+        for name in self.fields:
+            values = obj.get(name)
+            if not isinstance(values, list):
+                return None, f"missing {name}"
+            if len(values) != length:
+                return None, f"wrong {name} length"
+            for joint, i in zip(self.joints, positions):
+                value = _finite(values[i])
+                if value is None:
+                    return None, "not a number"
+                fields[f"{joint}.{name}"] = value
+        return fields, None
+
+
 class KeyValueDecoder(_LineDecoder):
     """`key=value` pairs separated by spaces, commas or semicolons: `ax=0.12 ay=-0.5 az=9.81`."""
 

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import serial
 
 from collector.config import SerialConfig, SerialProtocol
-from collector.sources.base import ErrorReporter, Sample, ThreadedSource
+from collector.sources.base import ErrorReporter, Sample, SequenceCounter, ThreadedSource
 from collector.sources.protocols import (
     BinaryFrameDecoder,
     CsvDecoder,
@@ -84,10 +84,10 @@ class SerialSource(ThreadedSource):
         super().__init__(config.name, config.queue_size)
         self.config = config
         self.stream = stream or PySerialStream(config)
-        self.decoder = make_decoder(config)
+        self.decoder = self._make_decoder()
         self.channels: tuple[str, ...] = tuple(self.decoder.channels)
-        self.reporter = ErrorReporter(f"serial {self.name}")
-        self._last_seq: int | None = None
+        self.reporter = ErrorReporter(f"{self.kind} {self.name}")
+        self._sequence = SequenceCounter()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -108,7 +108,7 @@ class SerialSource(ThreadedSource):
             self._resume(f"serial {self.name}: {self.config.port}")
             # A re-opened port starts mid-stream: a fresh decoder resynchronises instead of gluing old and new bytes.
             self.decoder = self._fresh_decoder()
-            self._last_seq = None
+            self._sequence = SequenceCounter()
             while not self._stop.is_set():
                 try:
                     data = self.stream.read()
@@ -136,8 +136,11 @@ class SerialSource(ThreadedSource):
         self.reporter.flush(self.clock.now_ns(), force=True)
         self.stats.state = "stopped"
 
+    def _make_decoder(self) -> Decoder:
+        return make_decoder(self.config)
+
     def _fresh_decoder(self) -> Decoder:
-        decoder = make_decoder(self.config)
+        decoder = self._make_decoder()
         # Keep the channel order learned before the port vanished, so one stream has one layout.
         if self.channels and not self.config.channels and self.config.protocol is not SerialProtocol.BINARY:
             decoder.channels = self.channels
@@ -146,9 +149,4 @@ class SerialSource(ThreadedSource):
     def _count_sequence(self, values: tuple[float, ...]) -> None:
         if not self.config.seq_field or self.config.seq_field not in self.channels:
             return
-        seq = int(values[self.channels.index(self.config.seq_field)])
-        if self._last_seq is not None:
-            missing = seq - self._last_seq - 1
-            if 0 < missing < 1_000_000:
-                self.stats.lost += missing
-        self._last_seq = seq
+        self.stats.lost += self._sequence.missing(int(values[self.channels.index(self.config.seq_field)]))

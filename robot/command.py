@@ -35,7 +35,7 @@ def cmd_robot(args) -> int:
 
     problems = install(logging.DEBUG if args.verbose else logging.INFO)
     config = load(args.config)
-    if not (config.camera or config.serial or getattr(config, "joints", ())):
+    if not (config.camera or config.serial or config.joints):
         raise ConfigError("no sources configured: add [[camera]], [[serial]] or [[joints]] tables to knack.toml (see `knack devices`)")
     # A service has no terminal to ask at: the password comes from the environment (systemd: an
     # EnvironmentFile or a credential), never from the configuration file.

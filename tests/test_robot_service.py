@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.sample import SAMPLE_VIDEO
+from collector.simulator import joint_names
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("settled", "rejected")
@@ -108,7 +109,7 @@ def metric(m: dict, name: str, **labels) -> float:
 
 @pytest.fixture
 def robot_setup(tmp_path, simulator):
-    sim = simulator(rate=500, protocol="csv", garbage=0.01)
+    sim = simulator(rate=500, protocol="jsonl", stream="joints", joints=6, garbage=0.01)
     port = free_port()
     data = tmp_path / "data"
     config = write_config(tmp_path / "knack.toml", {
@@ -118,7 +119,7 @@ def robot_setup(tmp_path, simulator):
         "policy": {"min_hand_fraction": 0.0, "min_sharpness": 0.0, "max_frame_drop_fraction": 0.5, "max_sample_loss_fraction": 0.5, "max_gap_s": 30.0, "min_duration_s": 0.0},
         "robot": {"health_port": port, "act_as_validator": True, "chain_every_s": 1.0, "status_every_s": 2.0, "grace_s": 20.0, "min_free_mb": 1.0},
         "camera": [{"name": "cam", "source": str(SAMPLE_VIDEO), "loop": True}],
-        "serial": [{"name": "arm", "port": sim.port, "protocol": "csv", "csv_columns": ["t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz"], "device_time_field": "t_us", "seq_field": "seq", "nominal_rate": 500.0}],
+        "joints": [{"name": "arm", "port": sim.port, "protocol": "jsonl", "joints": list(joint_names(6)), "nominal_rate": 500.0}],
     })
     env = dict(os.environ, HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "share"), XDG_CONFIG_HOME=str(tmp_path / "config"), KNACK_DEVICE_PASSWORD="robot password 1")
     env.pop("KNACK_DATA_DIR", None)
@@ -134,11 +135,11 @@ def test_sigterm_kill_9_a_second_sigterm_and_restarts_settle_every_clip_exactly_
     robot.wait_event("chain.settled", timeout=90)
     m = robot.metrics()
     assert metric(m, "knack_frames_total", stream="cam", kind="camera") > 30
-    assert metric(m, "knack_samples_total", stream="arm", kind="serial") > 500
+    assert metric(m, "knack_samples_total", stream="arm", kind="joints") > 500
     assert metric(m, "knack_clips", state="settled") >= 1
     assert metric(m, "knack_stream_up", stream="cam", kind="camera", state="recording") == 1
     assert metric(m, "knack_recording") == 1 and metric(m, "process_open_fds") > 0
-    # The simulated arm corrupts 1% of its lines: counted per stream and reason.
+    # The simulated arm corrupts 1% of its JSON lines: counted per stream and reason.
     assert sum(v for (name, labels), v in m.items() if name == "knack_parse_errors_total" and ("stream", "arm") in labels) > 0
     status, body = robot.get("/healthz")
     assert (status, json.loads(body)) == (200, {"status": "ok", "reasons": []})

@@ -300,6 +300,6 @@ def test_a_labeler_that_cannot_start_leaves_clips_unlabeled_and_says_why(make_cl
     worker = LabelWorker(config, device_key).start()
     worker.submit(clip)
     worker.close(timeout=60)
-    assert worker.failed == [(clip, "labeler not available")]
+    assert list(worker.failed) == [(clip, "labeler not available")]
     assert "labeler cannot start" in caplog.text and "missing.toml does not exist" in caplog.text
     assert unlabeled(clip.parent) == [clip] and verify_bundle(clip).ok

@@ -48,10 +48,12 @@ class RecordScreen(Screen):
                     if source.kind == "camera":
                         yield Preview(source.name, graphics=self.app.graphics, id=f"preview-{source.name}")
                 for source in sources:
-                    if source.kind == "serial":
-                        # A sequence counter is a straight ramp: not worth a plot.
+                    if source.kind != "camera":  # serial sensors and a robot's joint states
+                        # A sequence counter is a straight ramp: not worth a plot. Of a joint, its position says enough.
                         skip = getattr(source.config, "seq_field", None)
                         channels = [c for c in source.describe().get("channels", []) if c != skip]
+                        if source.kind == "joints":
+                            channels = [c for c in channels if c.endswith(".position")]
                         plots = Plots([f"{source.name}.{c}" for c in channels], HISTORY, id=f"plots-{source.name}", classes="plots")
                         plots.border_title = f"{source.name}: last {HISTORY * REFRESH_S:.0f} s"
                         yield plots
@@ -68,7 +70,7 @@ class RecordScreen(Screen):
             stats, info = source.stats, source.describe()
             latest = recorder.latest(source.name)
             last_values = ""
-            if source.kind == "serial" and latest is not None:
+            if source.kind != "camera" and latest is not None:
                 channels = info.get("channels", [])
                 last_values = "  ".join(f"{c}={v:.3g}" for c, v in zip(channels, latest.values))
                 plots = self.query_one(f"#plots-{source.name}", Plots)

@@ -257,7 +257,7 @@ class RobotService:
         self.chain = ChainWorker(self.config, self.session, self.validator_key).start()
 
     def _start_server(self) -> None:
-        from robot.http import HealthServer
+        from robot.endpoint import HealthServer
 
         robot = self.config.robot
         if not robot.health_port:

@@ -21,7 +21,7 @@ from collector.config import from_mapping
 from collector.sample import SAMPLE_VIDEO
 from robot import disk
 from robot.health import StreamHealth, assess
-from robot.http import HealthServer
+from robot.endpoint import HealthServer
 from robot.logs import JsonLines, install
 from robot.metrics import Snapshot, StreamSnapshot, registry_for
 from storage.outbox import Entry

@@ -42,4 +42,10 @@ def cmd_robot(args) -> int:
     key = _key(config.keystore_path, os.environ.get("KNACK_DEVICE_PASSWORD", ""), "device")
     validator = validator_key(config) if config.robot.act_as_validator else None
     service = RobotService(config, key, load_config=lambda: load(args.config), validator_key=validator, problems=problems)
-    return service.run()
+    code = service.run()
+    if not service.finished:
+        # The grace period ran out with the labeler or the pinner still at work: end now rather than let the
+        # interpreter tear down around a model mid-inference. Their clips are on disk and in the outbox.
+        logging.shutdown()
+        os._exit(code)
+    return code

@@ -163,6 +163,7 @@ class RobotService:
         self.pruned = 0
         self.paused_because: str | None = None
         self.stopping = False
+        self.finished = True  # False when the grace period cut labeling or pinning short
         self.usage = disk.DiskUsage(0, 0)
 
     # --- the lifetime ----------------------------------------------------------------------------
@@ -202,7 +203,7 @@ class RobotService:
         grace = self.config.robot.grace_s
         deadline = time.monotonic() + grace
         event(log, "robot.stopping", "%s: sealing the open clip, finishing within %g s", self.signals.signal_name or "stop", grace, grace_s=grace)
-        finished = self.session.close(timeout=grace)
+        finished = self.finished = self.session.close(timeout=grace)
         if self.chain is not None:
             self.chain.close(timeout=max(0.0, deadline - time.monotonic()))
         counts = self.session.outbox.counts()

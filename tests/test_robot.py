@@ -367,3 +367,23 @@ def test_with_the_chain_or_ipfs_down_it_keeps_recording_into_the_outbox_and_says
     assert service.exit_code == 0
     counts = service.session.outbox.counts()
     assert counts["settled"] == 0 and counts[waiting] >= 2
+
+
+def test_a_grace_period_that_runs_out_stops_on_time_and_leaves_the_rest_for_the_next_start(service_config, device_key, caplog):
+    from robot.service import RobotService
+
+    caplog.set_level(logging.INFO)
+    config = service_config(grace_s=0.0)
+    config = dataclasses.replace(config, labeler=dataclasses.replace(config.labeler, label_on_record=True))
+    service = RobotService(config, device_key)
+    thread = run_service(service)
+    wait_for(lambda: service.session.counts["written"] >= 1, timeout=30)
+    t0 = time.monotonic()
+    service.signals.stop.set()
+    thread.join(30)
+    # Sealing the open clip still happens (it waits at most recorder.max_source_lag_s for the sources).
+    assert time.monotonic() - t0 < config.recorder.max_source_lag_s + 3
+    assert service.exit_code == 0 and service.finished is False
+    assert "resumes at the next start" in events(caplog, "robot.stopped")[0].getMessage()
+    # The labeler goes on in its thread here (in `knack robot` the process ends); let it finish before the test does.
+    wait_for(lambda: not service.session.labels.running, timeout=60)

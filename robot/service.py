@@ -77,6 +77,7 @@ class ChainWorker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._chain = None
+        self._validator = None  # opened once: it keeps a database of the CIDs and videos it has seen
         self._thread = threading.Thread(target=self._run, name="knack-chain", daemon=True)
 
     def start(self) -> "ChainWorker":
@@ -114,10 +115,9 @@ class ChainWorker:
         from storage.validator import Validator
 
         chain = self._open()
-        validator = None
-        if self.validator_key is not None:
-            validator = Validator(chain, self.session.store, self.validator_key, self.config.data_path / "validator.sqlite")
-        report = settle_round(self.session.outbox, chain, self.session.key, validator)
+        if self.validator_key is not None and self._validator is None:
+            self._validator = Validator(chain, self.session.store, self.validator_key, self.config.data_path / "validator.sqlite")
+        report = settle_round(self.session.outbox, chain, self.session.key, self._validator)
         for s in report.submitted:
             if not s.error:
                 event(log, "chain.submitted", "batch %s of %d clip(s) submitted", s.batch_id, len(s.clip_ids), batch=s.batch_id, clips=len(s.clip_ids), tx=s.tx_hash)

@@ -2,7 +2,6 @@
 recording, and joint rows in sensors.parquet on the same clock as the video."""
 import json
 import math
-import queue
 import random
 import time
 
@@ -19,6 +18,7 @@ from collector.sources.joints import JointFileSource, JointSerialSource, serial_
 from collector.sources.protocols import JointStateDecoder
 from collector.sources.serial_port import make_decoder
 from tests.conftest import wait_until, write_video
+from tests.test_serial_source import drain
 
 ARM = ("shoulder", "elbow", "wrist")
 
@@ -194,16 +194,6 @@ def test_stream_names_are_unique_across_cameras_serial_and_joints():
 
 
 # --- a robot on a pty, through the real serial path ---------------------------------------------
-
-
-def drain(source, n, timeout=10.0):
-    items, deadline = [], time.monotonic() + timeout
-    while len(items) < n and time.monotonic() < deadline:
-        try:
-            items.append(source.items.get(timeout=0.1))
-        except queue.Empty:
-            pass
-    return items
 
 
 @pytest.mark.parametrize("protocol", ["jsonl", "binary"])

@@ -167,6 +167,14 @@ class CsvDecoder(_LineDecoder):
         return dict(zip(self._header, values)), None
 
 
+def _json_object(line: str) -> tuple[dict | None, str]:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None, "bad json"
+    return (obj, "") if isinstance(obj, dict) else (None, "json not an object")
+
+
 class JsonLinesDecoder(_LineDecoder):
     """One JSON object per line; numeric members are channels, other members are ignored."""
 
@@ -174,12 +182,9 @@ class JsonLinesDecoder(_LineDecoder):
         return raw.lstrip().startswith(b"{")
 
     def _fields(self, line: str):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            return None, "bad json"
-        if not isinstance(obj, dict):
-            return None, "json not an object"
+        obj, reason = _json_object(line)
+        if obj is None:
+            return None, reason
         fields = {}
         for key, value in obj.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -218,12 +223,9 @@ class JointStateDecoder(JsonLinesDecoder):
         super().__init__(channels, device_time_field or None)
 
     def _fields(self, line: str):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            return None, "bad json"
-        if not isinstance(obj, dict):
-            return None, "json not an object"
+        obj, reason = _json_object(line)
+        if obj is None:
+            return None, reason
         fields: dict[str, float] = {}
         for key in (self.device_time_field, self.seq_field):
             if key and key in obj:

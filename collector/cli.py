@@ -365,7 +365,6 @@ def cmd_discard(args) -> int:
 
 def cmd_export_car(args) -> int:
     from collector.bundle import MANIFEST
-    from storage.cid import Cid
     from storage.ipfs import EmbeddedStore
 
     config = _load(args)

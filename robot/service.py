@@ -252,7 +252,7 @@ class RobotService:
         )
         self.session.start(record=record)
         for message in self.session.recorder.recovered:
-            event(log, "clip.recovered", message, level=logging.WARNING)
+            event(log, "clip.recovered", "%s", message, level=logging.WARNING)
         if self.session.backlog:
             event(log, "label.backlog", "%d earlier clip(s) not labeled yet: labeling them first", len(self.session.backlog), clips=len(self.session.backlog))
         self.chain = ChainWorker(self.config, self.session, self.validator_key).start()

@@ -3,7 +3,6 @@ recording, and joint rows in sensors.parquet on the same clock as the video."""
 import json
 import math
 import random
-import time
 
 import pyarrow.parquet as pq
 import pytest

@@ -5,8 +5,8 @@ over a real pty, labels every clip, pins it in the embedded store and settles it
 (the service is its own validator). Every few seconds the bench scrapes /metrics; at the end it sends
 SIGTERM and checks the clean exit. It prints:
 
-  RSS       resident memory after warm-up (the first clip labeled), at the end, the growth, and the floor
-            (lowest reading) of each third of the run: a leak shows as a floor that keeps rising;
+  RSS       resident memory after warm-up (the first clip labeled), at the end, the growth, and the median
+            of each third of the run: a leak shows as medians that keep rising;
   fds       open file descriptors at warm-up and at the end (a leak of ports, files or sockets);
   clips     clips written, and per minute; how far they got (settled, rejected, waiting);
   streams   frames and samples per second, dropped, lost, late.
@@ -21,6 +21,7 @@ from collections import Counter
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,10 +150,10 @@ def summarize(series: list, wall: float, code: int, stop_s: float) -> dict:
     # Warm-up: the models load and the first clip is labeled; memory after that is the baseline.
     warm = next((i for i, (_, m) in enumerate(series) if total(m, "knack_clip_events_total", event="accepted") + total(m, "knack_clip_events_total", event="rejected") >= 1), 0)
     # RSS swings by tens of MB between a clip being labeled and the pause before the next, so the trend is
-    # read from the floor (the lowest reading) of each third of the run after warm-up, not from single points.
+    # read from the median of each third of the run after warm-up, not from single readings.
     after = [v for _, v in rss[warm:]]
     third = max(1, len(after) // 3)
-    floors = [min(after[:third]), min(after[third : 2 * third] or after), min(after[2 * third :] or after)]
+    thirds = [statistics.median(after[:third]), statistics.median(after[third : 2 * third] or after), statistics.median(after[2 * third :] or after)]
     last = series[-1][1]
     return {
         "seconds": round(wall, 1),
@@ -160,7 +161,7 @@ def summarize(series: list, wall: float, code: int, stop_s: float) -> dict:
         "rss_end_mb": round(rss[-1][1], 1),
         "rss_peak_mb": round(max(v for _, v in rss), 1),
         "rss_growth_mb": round(rss[-1][1] - rss[warm][1], 1),
-        "rss_floor_by_third_mb": [round(f, 1) for f in floors],
+        "rss_median_by_third_mb": [round(f, 1) for f in thirds],
         "fds_warm": int(fds[warm]),
         "fds_end": int(fds[-1]),
         "fds_max": int(max(fds)),
@@ -191,7 +192,7 @@ def main() -> int:
         print(json.dumps(result))
         return 0 if result["exit_code"] == 0 else 1
     print(f"RSS      {result['rss_warm_mb']} MB after warm-up -> {result['rss_end_mb']} MB at the end (growth {result['rss_growth_mb']:+} MB, peak {result['rss_peak_mb']} MB);"
-          f" floor by third of the run {' -> '.join(str(f) for f in result['rss_floor_by_third_mb'])} MB")
+          f" median by third of the run {' -> '.join(str(f) for f in result['rss_median_by_third_mb'])} MB")
     print(f"fds      {result['fds_warm']} after warm-up -> {result['fds_end']} at the end (max {result['fds_max']})")
     print(f"clips    {result['clips_written']} written, {result['clips_per_minute']} per minute; outbox {result['clips_by_state']}; rejected because {result['rejected_because']}")
     print(f"streams  {result['frames_per_s']} frames/s, {result['samples_per_s']} samples/s; dropped {result['dropped']}, lost {result['lost_samples']}, late {result['late_frames']}")

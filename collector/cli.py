@@ -40,13 +40,13 @@ def device_password(confirm: bool) -> str:
     return password
 
 
-def device_key(config):
+def device_key(config, announce=print):
     from collector.identity import load_or_create
 
     path = config.keystore_path
     key, created = load_or_create(path, device_password(confirm=not path.exists()))
     if created:
-        print(f"Created device key {key.address} in {path} (encrypted; keep its password safe)")
+        announce(f"Created device key {key.address} in {path} (encrypted; keep its password safe)")
     return key
 
 
@@ -383,7 +383,7 @@ def cmd_export_car(args) -> int:
     return 0
 
 
-def validator_key(config):
+def validator_key(config, announce=print):
     """The validator's account: KNACK_VALIDATOR_KEY (hex) if set, else its own encrypted keystore in the
     data directory, password from KNACK_VALIDATOR_PASSWORD (else the device password, for a device
     that validates its own demo)."""
@@ -394,7 +394,7 @@ def validator_key(config):
     password = os.environ.get("KNACK_VALIDATOR_PASSWORD") or device_password(confirm=False)
     key, created = load_or_create(config.data_path / "validator-key.json", password)
     if created:
-        print(f"Created validator key {key.address} in {config.data_path / 'validator-key.json'} (encrypted)")
+        announce(f"Created validator key {key.address} in {config.data_path / 'validator-key.json'} (encrypted)")
     return key
 
 

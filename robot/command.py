@@ -11,25 +11,6 @@ from robot.logs import event, install
 log = logging.getLogger("knack.robot")
 
 
-def _key(path, password: str, what: str):
-    from collector.identity import load_or_create
-
-    key, created = load_or_create(path, password)
-    if created:
-        event(log, "key.created", "created the %s key %s in %s (encrypted)", what, key.address, path, address=key.address, keystore=str(path))
-    return key
-
-
-def validator_key(config):
-    """As `knack validate`: KNACK_VALIDATOR_KEY, else the validator keystore in the data directory."""
-    from collector.identity import from_environment
-
-    if (key := from_environment("KNACK_VALIDATOR_KEY")) is not None:
-        return key
-    password = os.environ.get("KNACK_VALIDATOR_PASSWORD") or os.environ.get("KNACK_DEVICE_PASSWORD", "")
-    return _key(config.data_path / "validator-key.json", password, "validator")
-
-
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
@@ -49,6 +30,7 @@ def limit_malloc_arenas(count: int = 2) -> bool:
 
 
 def cmd_robot(args) -> int:
+    from collector.cli import device_key, validator_key
     from robot.service import RobotService
 
     limit_malloc_arenas()  # before the capture, labeling and pinning threads start
@@ -57,9 +39,10 @@ def cmd_robot(args) -> int:
     if not (config.camera or config.serial or config.joints):
         raise ConfigError("no sources configured: add [[camera]], [[serial]] or [[joints]] tables to knack.toml (see `knack devices`)")
     # A service has no terminal to ask at: the password comes from the environment (systemd: an
-    # EnvironmentFile or a credential), never from the configuration file.
-    key = _key(config.keystore_path, os.environ.get("KNACK_DEVICE_PASSWORD", ""), "device")
-    validator = validator_key(config) if config.robot.act_as_validator else None
+    # EnvironmentFile or a credential), never from the configuration file. Stdout stays JSON lines.
+    announce = lambda text: event(log, "key.created", "%s", text)  # noqa: E731
+    key = device_key(config, announce)
+    validator = validator_key(config, announce) if config.robot.act_as_validator else None
     service = RobotService(config, key, load_config=lambda: load(args.config), validator_key=validator, problems=problems)
     code = service.run()
     if not service.finished:

@@ -158,7 +158,6 @@ class RobotService:
         self.session: CaptureSession | None = None
         self.chain: ChainWorker | None = None
         self.server = None
-        self.started_at = time.time()
         self.carried: Counter = Counter()  # counts of sessions replaced by a reload
         self.pruned = 0
         self.paused_because: str | None = None

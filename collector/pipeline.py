@@ -32,8 +32,9 @@ def unlabeled(clips_dir: Path) -> list[Path]:
 
 
 # Labeling may lag; capture may not. On Linux a thread's nice value is its own and the threads it starts
-# (onnxruntime's pool, made when the labeler loads) inherit it, so the models take only CPU that capture
-# leaves. bench/robot_soak.py on 2 cores without it: 546 samples lost and a clip rejected for dropped frames.
+# (onnxruntime's pool, made when the labeler loads; FFmpeg's decoders) inherit it, so when the CPU is
+# short the scheduler serves the capture threads first. (It cannot help with the GIL: Python-side work in
+# other threads still competes with the capture threads for it.)
 LABEL_NICE = 10
 
 

@@ -50,8 +50,10 @@ def test_host_capture_time_and_device_time_share_the_clock(simulator):
     # The simulated device stamps with this host's monotonic clock, so capture - device is the real latency.
     sim = simulator(rate=500, protocol="binary")
     source, samples = capture(sim.port, "binary", 200)
-    latencies = [(s.capture_ns - s.device_ns) / 1e6 for s in samples]
-    assert all(0 <= lat < 100 for lat in latencies), (min(latencies), max(latencies))
+    latencies = sorted((s.capture_ns - s.device_ns) / 1e6 for s in samples)
+    # Never before it was sampled; how soon after is speed (bench/capture.py), so only a same-clock bound here:
+    # a busy host can hold the simulator's thread and have it deliver a backlog late, not lose it.
+    assert latencies[0] >= 0 and latencies[len(latencies) // 2] < 1000, (latencies[0], latencies[-1])
     assert all(b.capture_ns >= a.capture_ns for a, b in zip(samples, samples[1:]))
 
 

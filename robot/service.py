@@ -233,7 +233,8 @@ class RobotService:
         if strip(new) != strip(old):
             event(log, "robot.reloading", "configuration changed: sealing the open clip and restarting capture")
             self.chain.close(timeout=new.robot.grace_s)
-            self.session.close(timeout=new.robot.grace_s)
+            if self.session.close(timeout=new.robot.grace_s):
+                self.session.outbox.close()  # the new session opens its own; a stage still at work keeps this one
             self.carried.update(self._session_counts())
             self._start_session(record=self.paused_because is None)
         else:

@@ -37,6 +37,7 @@ class Session(CaptureSession):
         self.validator_key = validator_key  # None: settling is the validator's job (`knack validate`)
         self.on_event = on_event or (lambda event: None)
         self._chain = None
+        self._validator = None
         self._chain_lock = threading.RLock()  # one caller at a time on the chain client
 
     @property
@@ -48,7 +49,7 @@ class Session(CaptureSession):
         with self._chain_lock:
             if self._chain is not None:
                 self._chain.close()
-                self._chain = None
+                self._chain = self._validator = None
 
     # --- the chain (blocking: call from a thread worker) -------------------------------------------
     def chain(self):
@@ -71,10 +72,10 @@ class Session(CaptureSession):
 
         with self._chain_lock:
             chain = self.chain()
-            validator = None
-            if self.validator_key is not None:
-                validator = Validator(chain, self.store, self.validator_key, self.config.data_path / "validator.sqlite")
-            return settle_round(self.outbox, chain, self.key, validator)
+            if self.validator_key is not None and self._validator is None:
+                # Opened once: it keeps a database of the CIDs and videos it has seen.
+                self._validator = Validator(chain, self.store, self.validator_key, self.config.data_path / "validator.sqlite")
+            return settle_round(self.outbox, chain, self.key, self._validator)
 
     def rewards(self, address: str) -> dict | None:
         """`knack rewards ADDRESS`; None while nothing is deployed on the embedded chain."""

@@ -31,14 +31,14 @@ tests/js/%/node_modules/.installed: tests/js/%/package.json tests/js/%/package-l
 	fi
 
 # solc and OpenZeppelin, to check that the committed contract artifacts rebuild byte for byte.
-storage/contracts/node_modules/.installed: storage/contracts/package.json storage/contracts/package-lock.json
-	@if command -v $(NPM) >/dev/null 2>&1 && $(NPM) ci --prefix storage/contracts --no-audit --no-fund --loglevel=error; then \
+storage/ledger/contracts/node_modules/.installed: storage/ledger/contracts/package.json storage/ledger/contracts/package-lock.json
+	@if command -v $(NPM) >/dev/null 2>&1 && $(NPM) ci --prefix storage/ledger/contracts --no-audit --no-fund --loglevel=error; then \
 		touch $@; \
 	else \
-		echo "npm ci in storage/contracts failed or npm is missing: the contract rebuild check will be skipped."; \
+		echo "npm ci in storage/ledger/contracts failed or npm is missing: the contract rebuild check will be skipped."; \
 	fi
 
-node-tools: $(NODE_TOOLS) storage/contracts/node_modules/.installed
+node-tools: $(NODE_TOOLS) storage/ledger/contracts/node_modules/.installed
 
 test: $(VENV)/.installed node-tools
 	$(PY) -m pytest

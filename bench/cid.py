@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage.unixfs import CHUNK, add_path  # noqa: E402
+from storage.content.unixfs import CHUNK, add_path  # noqa: E402
 
 
 def sha256_pass(paths: list[Path]) -> float:

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import json  # noqa: E402
 
-from storage.contracts.gas import measure, table  # noqa: E402
+from storage.ledger.contracts.gas import measure, table  # noqa: E402
 
 
 def main() -> int:

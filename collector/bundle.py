@@ -16,12 +16,29 @@ from collector.identity import DeviceKey, IdentityError, recover_signer
 
 log = logging.getLogger("knack.bundle")
 
+# Every name of the bundle format (DESIGN.md, "The clip bundle") lives here.
 SCHEMA = 1
 MANIFEST = "manifest.json"
+FRAMES = "frames.parquet"
+SENSORS = "sensors.parquet"
+VIDEO_STEM = "video"
+VIDEO_SUFFIX = ".mp4"
+VIDEO_FOURCC = "mp4v"  # what OpenCV's bundled FFmpeg writes everywhere without extra codecs
+# Hidden names beside the clips: a clip being written (PARTIAL), rewritten before a swap (STAGING, e.g. its
+# video blurred; see replace_clip), swapped out (RETIRED) or being deleted by an operator (DISCARD).
 PARTIAL_PREFIX = ".partial-"
-# A clip being rewritten (e.g. its video blurred) is built beside it, then swapped in; see replace_clip.
 STAGING_PREFIX = ".staging-"
 RETIRED_PREFIX = ".retired-"
+DISCARD_PREFIX = ".discard-"
+
+
+def video_name(camera: str, cameras: int) -> str:
+    """`video.mp4` for a clip's only camera, `video-<camera>.mp4` for each of several."""
+    return f"{VIDEO_STEM}{VIDEO_SUFFIX}" if cameras == 1 else f"{VIDEO_STEM}-{camera}{VIDEO_SUFFIX}"
+
+
+def is_video(name: str) -> bool:
+    return name.startswith(VIDEO_STEM) and name.endswith(VIDEO_SUFFIX)
 _CHUNK = 1 << 20
 
 

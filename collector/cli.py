@@ -17,7 +17,7 @@ from collector.config import ConfigError, load
 from collector.identity import IdentityError
 from collector.labeling.cards import CardError
 from collector.session import open_outbox, remote_pinning
-from storage.chain import ChainError
+from storage.ledger.chain import ChainError
 from storage.outbox import STATES
 
 log = logging.getLogger("knack")
@@ -269,7 +269,7 @@ def cmd_label(args) -> int:
 
 
 def cmd_cid(args) -> int:
-    from storage.unixfs import UnixfsError, add_path
+    from storage.content.unixfs import UnixfsError, add_path
 
     try:
         print(add_path(args.path).cid)
@@ -279,7 +279,7 @@ def cmd_cid(args) -> int:
 
 
 def cmd_pin(args) -> int:
-    from storage.pinner import pin_due
+    from storage.outbox.pinner import pin_due
 
     config = _load(args)
     outbox, store = open_outbox(config)
@@ -348,7 +348,7 @@ def cmd_clips(args) -> int:
 
 
 def cmd_discard(args) -> int:
-    from collector.discard import DiscardError, discard
+    from storage.outbox.discard import DiscardError, discard
 
     config = _load(args)
     outbox, _ = open_outbox(config)
@@ -365,7 +365,7 @@ def cmd_discard(args) -> int:
 
 def cmd_export_car(args) -> int:
     from collector.bundle import MANIFEST
-    from storage.ipfs import EmbeddedStore
+    from storage.content.ipfs import EmbeddedStore
 
     config = _load(args)
     clip = Path(args.clip)
@@ -399,7 +399,7 @@ def validator_key(config, announce=print):
 
 
 def open_ledger(config):
-    from storage.chain import open_chain
+    from storage.ledger.chain import open_chain
 
     return open_chain(config.storage.chain_rpc, config.data_path)
 
@@ -423,7 +423,7 @@ def ensure_deployed(config, chain):
 
 
 def cmd_submit(args) -> int:
-    from storage.submitter import submit_due, sync_settlements
+    from storage.outbox.submitter import submit_due, sync_settlements
 
     config = _load(args)
     outbox, _ = open_outbox(config)
@@ -438,9 +438,9 @@ def cmd_submit(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from storage.ipfs import open_store
+    from storage.content.ipfs import open_store
     from storage.validator import Validator
-    from storage.submitter import REASONS
+    from storage.outbox.submitter import REASONS
 
     config = _load(args)
     chain = ensure_deployed(config, open_ledger(config))
@@ -470,7 +470,7 @@ def _contributor_address(config, address: str | None) -> str:
 
 
 def cmd_rewards(args) -> int:
-    from storage.rewards import rewards_view
+    from storage.ledger.rewards import rewards_view
 
     config = _load(args)
     chain = open_ledger(config)

@@ -28,10 +28,10 @@ def reward_step(config: Config, key, run) -> dict:
     them, and show what the contributor earned."""
     from collector.cli import ensure_deployed, open_ledger, validator_key
     from collector.session import open_outbox
-    from storage.ipfs import open_store
-    from storage.rewards import rewards_view
-    from storage.settlement import settle_round
-    from storage.submitter import REASONS
+    from storage.content.ipfs import open_store
+    from storage.ledger.rewards import rewards_view
+    from storage.outbox.settlement import settle_round
+    from storage.outbox.submitter import REASONS
     from storage.validator import Validator
 
     print("4. reward   pinned clips submitted to the registry on the embedded chain; the validator checks them by CID and settles")

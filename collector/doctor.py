@@ -105,7 +105,7 @@ def _ipfs(config: Config) -> Check:
         path = config.data_path / "ipfs" / "blocks.sqlite"
         if not path.exists():
             return Check("ipfs store", "ok", f"embedded block store (no daemon configured); will be created at {path}")
-        from storage.blockstore import BlockStore
+        from storage.content.blockstore import BlockStore
 
         blocks = BlockStore(path)
         detail = f"embedded block store {path}: {blocks.count()} blocks, {len(blocks.pins())} pinned clips"
@@ -122,7 +122,7 @@ def _ipfs(config: Config) -> Check:
 
 def _chain(config: Config) -> Check:
     if not config.storage.chain_rpc:
-        from storage.chain import Deployment
+        from storage.ledger.chain import Deployment
 
         deployment = Deployment.load(config.data_path / "chain" / "deployment-embedded.json")
         where = f"registry {deployment.registry}" if deployment else "contracts deployed on first use"

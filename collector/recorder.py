@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import collector
-from collector.bundle import PARTIAL_PREFIX, new_clip_id, recover_partials, seal, write_manifest
+from collector.bundle import FRAMES, PARTIAL_PREFIX, SENSORS, VIDEO_FOURCC, new_clip_id, recover_partials, seal, video_name, write_manifest
 from collector.clock import Clock
 from collector.config import Config
 from collector.devices import usb_id_of
@@ -33,7 +33,6 @@ from collector.sources.base import Frame, Gap, Sample, Source, StreamStats
 log = logging.getLogger("knack.recorder")
 
 FINISH_RETRY_S = 5.0
-VIDEO_FOURCC = "mp4v"  # what OpenCV's bundled FFmpeg writes everywhere without extra codecs
 
 
 @dataclass
@@ -255,7 +254,7 @@ class Recorder:
         writer = buf.writers.get(source.name)
         height, width = frame.image.shape[:2]
         if writer is None:
-            name = "video.mp4" if sum(s.kind == "camera" for s in self.sources) == 1 else f"video-{source.name}.mp4"
+            name = video_name(source.name, sum(s.kind == "camera" for s in self.sources))
             fps = source.describe().get("nominal_rate") or 30.0
             writer = cv2.VideoWriter(str(buf.partial / name), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, (width, height))
             if not writer.isOpened():
@@ -347,7 +346,7 @@ class Recorder:
             "frame_index": pa.array(indices, pa.int64()),
             "capture_ns": pa.array(times, pa.int64()),
         })
-        pq.write_table(table, buf.partial / "frames.parquet")
+        pq.write_table(table, buf.partial / FRAMES)
 
     def _write_samples_table(self, buf: ClipBuffer) -> int:
         rows = [s for stream in sorted(buf.samples) for s in buf.samples[stream]]
@@ -361,7 +360,7 @@ class Recorder:
             "values": pa.array([list(s.values) for s in rows], pa.list_(pa.float64())),
         })
         table = table.replace_schema_metadata({"knack.channels": json.dumps(channels)})
-        pq.write_table(table, buf.partial / "sensors.parquet")
+        pq.write_table(table, buf.partial / SENSORS)
         return len(rows)
 
     def _manifest(self, buf: ClipBuffer, stats: dict[str, StreamStats], gaps: list[Gap]) -> dict:

@@ -16,9 +16,9 @@ from collector.config import Config, ConfigError
 def open_outbox(config):
     """The outbox and the content store of this data directory, with every labeled clip on disk known."""
     from collector.bundle import list_clips
-    from storage.ipfs import open_store
+    from storage.content.ipfs import open_store
     from storage.outbox import Outbox
-    from storage.pinner import enqueue_all
+    from storage.outbox.pinner import enqueue_all
 
     outbox = Outbox(config.data_path / "outbox.sqlite")
     enqueue_all(outbox, list_clips(config.clips_path))
@@ -27,7 +27,7 @@ def open_outbox(config):
 
 def remote_pinning(config):
     """The configured pinning service, with its token from the environment; None when none is set."""
-    from storage.remote_pin import TOKEN_ENV, PinningService, RemotePinError
+    from storage.content.remote_pin import TOKEN_ENV, PinningService, RemotePinError
 
     if not config.storage.pinning_service:
         return None
@@ -57,7 +57,7 @@ class CaptureSession:
         from collector.pipeline import LabelWorker
         from collector.recorder import Recorder
         from collector.sources import make_sources
-        from storage.pinner import Pinner
+        from storage.outbox.pinner import Pinner
 
         self.config, self.key = config, key
         self._on_clip, self._on_labeled, self._on_pinned = on_clip or _nothing, on_labeled or _nothing, on_pinned or _nothing
@@ -84,7 +84,7 @@ class CaptureSession:
 
     def start(self, record: bool = True) -> "CaptureSession":
         """Sources start at once; with record=False no clip is cut until `recorder.start_clip()`."""
-        from collector.discard import sweep_discarded
+        from storage.outbox.discard import sweep_discarded
         from collector.pipeline import unlabeled
 
         sweep_discarded(self.outbox, self.config.clips_path)  # discards a crash cut short
@@ -116,7 +116,7 @@ class CaptureSession:
 
     def discard(self, clip_id: str) -> None:
         """`knack discard CLIP_ID`: raises DiscardError for a clip that is shared already."""
-        from collector.discard import discard
+        from storage.outbox.discard import discard
 
         discard(self.outbox, self.config.clips_path, clip_id)
 
@@ -149,7 +149,7 @@ class CaptureSession:
         self._on_clip(clip)
 
     def _labeled(self, result) -> None:
-        from storage.pinner import enqueue
+        from storage.outbox.pinner import enqueue
 
         # The decision is in the signed manifest; the outbox takes it from there and the pinner is woken.
         enqueue(self.outbox, result.path)

@@ -100,7 +100,7 @@ class ChainWorker:
 
     def _open(self):
         from collector.cli import open_ledger
-        from storage.chain import ChainError
+        from storage.ledger.chain import ChainError
 
         if self._chain is None:
             self._chain = open_ledger(self.config)
@@ -111,7 +111,7 @@ class ChainWorker:
         return self._chain
 
     def round(self) -> None:
-        from storage.settlement import settle_round
+        from storage.outbox.settlement import settle_round
         from storage.validator import Validator
 
         chain = self._open()
@@ -287,7 +287,7 @@ class RobotService:
             event(log, "robot.resumed", "recording resumed: the disk has room again")
 
     def _prune(self) -> None:
-        from collector.discard import DiscardError, discard
+        from storage.outbox.discard import DiscardError, discard
 
         ids = disk.prunable(self.session.outbox.entries(), time.time(), self.config.robot.prune_rejected_after_h)
         for clip_id in ids:

@@ -4,11 +4,11 @@ import sqlite3
 
 import pytest
 
-from storage.blockstore import BlockError, BlockStore
-from storage.car import read_car
-from storage.cid import RAW, Cid
-from storage.ipfs import CidMismatch, EmbeddedStore
-from storage.unixfs import CHUNK, add_path
+from storage.content.blockstore import BlockError, BlockStore
+from storage.content.car import read_car
+from storage.content.cid import RAW, Cid
+from storage.content.ipfs import CidMismatch, EmbeddedStore
+from storage.content.unixfs import CHUNK, add_path
 
 
 @pytest.fixture

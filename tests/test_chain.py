@@ -7,18 +7,18 @@ import sys
 
 import pytest
 
-from storage.chain import ChainError, open_chain
-from storage.ipfs import EmbeddedStore
+from storage.ledger.chain import ChainError, open_chain
+from storage.content.ipfs import EmbeddedStore
 from storage.outbox import Outbox
-from storage.pinner import enqueue_all, pin_due
-from storage.rewards import rewards_view
-from storage.submitter import submit_due, sync_settlements
+from storage.outbox.pinner import enqueue_all, pin_due
+from storage.ledger.rewards import rewards_view
+from storage.outbox.submitter import submit_due, sync_settlements
 from storage.validator import Validator
 from tests.test_outbox import ACCEPTED, noise_frames
 
-from storage.chain import ARTIFACTS
+from storage.ledger.chain import ARTIFACTS
 
-pytestmark = pytest.mark.skipif(not (ARTIFACTS / "ClipRegistry.json").exists(), reason="the contract artifacts are not built yet (storage/contracts/artifacts)")
+pytestmark = pytest.mark.skipif(not (ARTIFACTS / "ClipRegistry.json").exists(), reason="the contract artifacts are not built yet (storage/ledger/contracts/artifacts)")
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_a_crash_between_signing_and_sending_submits_the_batch_once(world, devic
     outbox, chain = world["outbox"], world["chain"]
     chain.fund(device_key.address)
     due = outbox.due("pinned")
-    from storage.cid import Cid
+    from storage.content.cid import Cid
 
     raw, tx_hash = chain.sign(device_key, chain.registry.functions.submitBatch([Cid.parse(e.cid).digest for e in due]))
     outbox.stage_tx(tx_hash, raw, "submit", [e.clip_id for e in due])
@@ -79,7 +79,7 @@ def test_the_validator_rejects_duplicates_and_a_forged_manifest(world, device_ke
     submit_due(outbox, chain, device_key)
     world["validator"].run_once()
     # The same clips again, as a second batch: every one is a duplicate.
-    from storage.cid import Cid
+    from storage.content.cid import Cid
 
     entries = outbox.entries()
     chain.transact(device_key, chain.registry.functions.submitBatch([Cid.parse(e.cid).digest for e in entries]))

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from storage.chain import ARTIFACTS, open_chain
-from storage.ipfs import EmbeddedStore
+from storage.ledger.chain import ARTIFACTS, open_chain
+from storage.content.ipfs import EmbeddedStore
 from storage.outbox import Outbox
-from storage.pinner import enqueue_all, pin_due
-from storage.rewards import rewards_view
-from storage.submitter import submit_due, sync_settlements
+from storage.outbox.pinner import enqueue_all, pin_due
+from storage.ledger.rewards import rewards_view
+from storage.outbox.submitter import submit_due, sync_settlements
 from storage.validator import Validator
 from tests.test_outbox import ACCEPTED, noise_frames
 

@@ -12,9 +12,9 @@ import pytest
 
 from collector.bundle import list_clips
 from collector.clips import REWARD_UNIT, ClipView, clip_view, clip_views, describe
-from collector.discard import DiscardError, discard, sweep_discarded
+from storage.outbox.discard import DiscardError, discard, sweep_discarded
 from storage.outbox import DISCARDABLE, STATES, Outbox
-from storage.pinner import enqueue, enqueue_all
+from storage.outbox.pinner import enqueue, enqueue_all
 
 KNACK = [sys.executable, "-m", "collector.cli"]
 ACCEPTED = {"status": "accepted", "accepted": True, "reasons": [], "summary": "accepted: every check passed"}
@@ -68,7 +68,7 @@ def drive(outbox, clip_id, path, state, cid=None, batch=7, reward=0, chain_ok=Tr
     assert outbox.advance(clip_id, cid, "accepted", "pinned")
     if state == "pinned":
         return
-    outbox.stage_tx(TX, b"signed", "submit", [clip_id])  # as storage/submitter.py does before sending
+    outbox.stage_tx(TX, b"signed", "submit", [clip_id])  # as storage/outbox/submitter.py does before sending
     outbox.submitted(TX, batch, [clip_id])
     if state == "submitted":
         return

@@ -1,4 +1,4 @@
-"""The reward contracts (storage/contracts): ClipRegistry and KnackToken on eth-tester's in-process py-evm
+"""The reward contracts (storage/ledger/contracts): ClipRegistry and KnackToken on eth-tester's in-process py-evm
 (Prague) through web3.py, from the committed artifacts; no Node needed except for the rebuild check."""
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from eth_utils import keccak  # noqa: E402
 from web3 import EthereumTesterProvider, Web3  # noqa: E402
 from web3.logs import DISCARD  # noqa: E402
 
-from storage.contracts import ARTIFACTS, CONTRACTS, HERE, SOURCES, load_artifact, merkle  # noqa: E402
-from storage.contracts.encoding import bitmap, pack_qualities  # noqa: E402
+from storage.ledger.contracts import ARTIFACTS, CONTRACTS, HERE, SOURCES, load_artifact, merkle  # noqa: E402
+from storage.ledger.contracts.encoding import bitmap, pack_qualities  # noqa: E402
 
 REWARD = 10**18  # per clip at quality 10000
 CAP = 2 * 10**18
@@ -139,8 +139,8 @@ def test_artifact_matches_sources(name):
     assert art["contractName"] == name
     assert art["bytecode"].startswith("0x6") and len(art["deployedBytecode"]) > 100
     assert source_hash(art) == art["sourceHash"], (
-        f"storage/contracts/src or the settings changed since artifacts/{name}.json was built: "
-        "run `npm ci && node build.mjs` in storage/contracts and commit artifacts/"
+        f"storage/ledger/contracts/src or the settings changed since artifacts/{name}.json was built: "
+        "run `npm ci && node build.mjs` in storage/ledger/contracts and commit artifacts/"
     )
     package = json.loads((HERE / "package.json").read_text())["dependencies"]
     assert art["compiler"]["version"].startswith(package["solc"] + "+")
@@ -154,7 +154,7 @@ def test_rebuild_is_byte_identical(tmp_path):
         pytest.skip("node is not installed: the artifacts are checked against the sources' hash only")
     for pkg in ("solc", "@openzeppelin/contracts"):
         if not (HERE / "node_modules" / pkg / "package.json").exists():
-            pytest.skip(f"storage/contracts/node_modules/{pkg} is absent (run `npm ci` in storage/contracts)")
+            pytest.skip(f"storage/ledger/contracts/node_modules/{pkg} is absent (run `npm ci` in storage/ledger/contracts)")
     subprocess.run([node, str(HERE / "build.mjs"), "--out", str(tmp_path)], check=True, capture_output=True, timeout=240)
     built = sorted(p.name for p in tmp_path.glob("*.json"))
     assert built == sorted(f"{n}.json" for n in CONTRACTS)
@@ -464,7 +464,7 @@ def test_settle_argument_checks(chain):
 
 def test_gas_per_clip_target(chain):
     """Under 3,000 gas per accepted clip for a batch of 64 (submission + settlement + mint), once the
-    contributor holds KNACK; the numbers of storage/contracts/gas.py."""
+    contributor holds KNACK; the numbers of storage/ledger/contracts/gas.py."""
     chain.submit(digests(1, "warm"), chain.device2)
     chain.settle(0, [True], [10000])  # batch counter and totalSupply nonzero, as on a live registry
     per_clip = []

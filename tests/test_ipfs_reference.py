@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
-from storage.cid import Cid
-from storage.ipfs import DaemonStore, EmbeddedStore
+from storage.content.cid import Cid
+from storage.content.ipfs import DaemonStore, EmbeddedStore
 from storage.outbox import Outbox
-from storage.pinner import enqueue_all, pin_due
-from storage.unixfs import CHUNK, add_path
+from storage.outbox.pinner import enqueue_all, pin_due
+from storage.content.unixfs import CHUNK, add_path
 from tests.ipfs_node import IpfsDaemon, node_tools_missing, reference_cids
 from tests.test_outbox import ACCEPTED, noise_frames
 

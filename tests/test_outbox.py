@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from storage.cid import Cid
-from storage.ipfs import EmbeddedStore, StoreUnavailable
+from storage.content.cid import Cid
+from storage.content.ipfs import EmbeddedStore, StoreUnavailable
 from storage.outbox import BACKOFF_MAX_S, NEVER, Outbox, backoff
-from storage.pinner import enqueue_all, pin_due
-from storage.unixfs import add_path
+from storage.outbox.pinner import enqueue_all, pin_due
+from storage.content.unixfs import add_path
 
 ACCEPTED = {"status": "accepted", "accepted": True, "reasons": [], "summary": "accepted: every check passed"}
 REJECTED = {"status": "rejected", "accepted": False, "reasons": [{"code": "no_hands"}], "summary": "rejected: no hands in 90% of frames"}

@@ -6,10 +6,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from storage.ipfs import EmbeddedStore
+from storage.content.ipfs import EmbeddedStore
 from storage.outbox import NEVER, Outbox
-from storage.pinner import enqueue_all, pin_due
-from storage.remote_pin import PinningService, RemotePinError
+from storage.outbox.pinner import enqueue_all, pin_due
+from storage.content.remote_pin import PinningService, RemotePinError
 from tests.test_outbox import ACCEPTED, noise_frames
 
 TOKEN = "secret-token"

@@ -183,8 +183,8 @@ def test_sigterm_kill_9_a_second_sigterm_and_restarts_settle_every_clip_exactly_
     assert robot.events()[-1]["event"] == "robot.stopped"
 
     # Every clip on disk has one outbox row in a final state, and the chain holds each CID once.
-    from storage.chain import open_chain
-    from storage.cid import Cid
+    from storage.ledger.chain import open_chain
+    from storage.content.cid import Cid
     from storage.outbox import Outbox
 
     outbox = Outbox(data / "outbox.sqlite")

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from storage.cid import DAG_PB, RAW, Cid, CidError
-from storage.unixfs import CHUNK, MAX_LINKS, UnixfsError, add_path, add_stream, decode_links
+from storage.content.cid import DAG_PB, RAW, Cid, CidError
+from storage.content.unixfs import CHUNK, MAX_LINKS, UnixfsError, add_path, add_stream, decode_links
 
 # Published CIDs: kubo and js-ipfs print these for `ipfs add --cid-version=1` (raw leaves) and for an
 # empty directory (also in shared/INFRA.md, seen from a real daemon).

@@ -148,7 +148,7 @@ class KnackApp(App):
         self.notify(f"{count} clip(s) will be tried again now", timeout=3)
 
     def discard(self, clip_id: str) -> None:
-        from collector.discard import DiscardError
+        from storage.outbox.discard import DiscardError
 
         try:
             self.session.discard(clip_id)

@@ -11,7 +11,7 @@ from typing import Callable
 
 from collector.config import Config
 from collector.session import CaptureSession
-from storage.settlement import SettleReport
+from storage.outbox.settlement import SettleReport
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Session(CaptureSession):
 
     def settle(self) -> SettleReport:
         """`knack submit`, then (with a validator key, as in the demo) `knack validate`, then the settlements read back."""
-        from storage.settlement import settle_round
+        from storage.outbox.settlement import settle_round
         from storage.validator import Validator
 
         with self._chain_lock:
@@ -79,7 +79,7 @@ class Session(CaptureSession):
 
     def rewards(self, address: str) -> dict | None:
         """`knack rewards ADDRESS`; None while nothing is deployed on the embedded chain."""
-        from storage.rewards import rewards_view
+        from storage.ledger.rewards import rewards_view
 
         chain = self.chain()
         if chain.deployment is None:

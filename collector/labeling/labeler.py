@@ -18,14 +18,13 @@ import cv2
 import numpy as np
 
 import collector
-from collector.bundle import MANIFEST, link_unchanged, recover_staged, replace_clip, stage, verify_bundle, write_manifest
+from collector.bundle import MANIFEST, VIDEO_FOURCC, link_unchanged, recover_staged, replace_clip, stage, verify_bundle, video_name, write_manifest
 from collector.config import Config
 from collector.identity import DeviceKey
 from collector.labeling import privacy
 from collector.labeling.models import Models
 from collector.labeling.policy import decide, decision
 from collector.labeling.quality import PictureQuality, hand_motion, quality_score, stream_quality
-from collector.recorder import VIDEO_FOURCC
 
 log = logging.getLogger("knack.labeler")
 
@@ -103,7 +102,7 @@ class Labeler:
         try:
             results: dict[str, VideoResult] = {}
             for name in cameras:
-                video = clip / ("video.mp4" if len(cameras) == 1 else f"video-{name}.mp4")
+                video = clip / video_name(name, len(cameras))
                 if not video.exists():
                     continue  # a camera that delivered no frame in this clip
                 target = staging / video.name if self.config.labeler.blur_faces else None

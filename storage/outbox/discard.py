@@ -10,8 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
-from collector.bundle import MANIFEST
-from storage.outbox import DISCARDABLE, Outbox
+from collector.bundle import DISCARD_PREFIX, MANIFEST
+from storage.outbox.states import DISCARDABLE, Outbox
 
 
 class DiscardError(Exception):
@@ -45,7 +45,7 @@ def sweep_discarded(outbox: Outbox, clips_dir: Path) -> int:
 
 
 def _remove(outbox: Outbox, clips_dir: Path, clip_id: str) -> None:
-    clip, trash = clips_dir / clip_id, clips_dir / f".discard-{clip_id}"
+    clip, trash = clips_dir / clip_id, clips_dir / f"{DISCARD_PREFIX}{clip_id}"
     if clip.is_dir():
         os.replace(clip, trash)  # atomic: the clip leaves the listing (hidden names are skipped) at once
     if trash.exists():

@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from storage.cid import DAG_PB, Cid
+from storage.content.cid import DAG_PB, Cid
 from storage.sqlite import open_wal
-from storage.unixfs import decode_links
+from storage.content.unixfs import decode_links
 
 
 class BlockError(Exception):

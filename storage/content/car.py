@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
-from storage.cid import Cid, read_varint, varint
+from storage.content.cid import Cid, read_varint, varint
 
 
 class CarError(ValueError):

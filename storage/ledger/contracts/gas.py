@@ -6,7 +6,7 @@ measured from receipts' gasUsed on eth-tester's in-process py-evm (Prague). All 
 it has. Both after a warm-up, so the registry's batch counter and the token's totalSupply are already
 nonzero (the steady state of a live registry).
 
-    python -m storage.contracts.gas [--json]      (bench/gas.py can call measure())
+    python -m storage.ledger.contracts.gas [--json]      (bench/gas.py can call measure())
 """
 from __future__ import annotations
 

@@ -8,9 +8,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.cid import Cid
-from storage.ipfs import CidMismatch, ContentStore, StoreUnavailable
-from storage.outbox import Outbox
+from collector.bundle import MANIFEST
+from storage.content.cid import Cid
+from storage.content.ipfs import CidMismatch, ContentStore, StoreUnavailable
+from storage.outbox.states import Outbox
 
 log = logging.getLogger("knack.storage")
 
@@ -20,7 +21,7 @@ def enqueue(outbox: Outbox, clip: Path) -> str | None:
     clip the outbox has not seen yet enters as recorded first); returns that state, or None when the
     clip has no decision yet."""
     try:
-        manifest = json.loads((clip / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((clip / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     decision = manifest.get("decision")
@@ -55,12 +56,12 @@ def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None, remot
     """Pins every accepted clip that is due (and, with `remote`, has a pinning service keep a copy).
     A store that is down stops the round (the rest would fail the same way) and schedules a retry; a
     clip whose CID disagrees, or that a service refuses, stops until `knack retry`."""
-    from storage.remote_pin import RemotePinError
+    from storage.content.remote_pin import RemotePinError
 
     results = []
     for entry in outbox.due("accepted", now):
         path = Path(entry.path)
-        if not (path / "manifest.json").is_file():
+        if not (path / MANIFEST).is_file():
             error = f"clip directory {path} is gone: nothing to pin"
             outbox.failed(entry.clip_id, error, retry=False)
             results.append(PinResult(entry.clip_id, entry.cid, error))

@@ -1,4 +1,4 @@
-// Offline build of storage/contracts/src/*.sol with solcjs (standard JSON, OpenZeppelin from
+// Offline build of storage/ledger/contracts/src/*.sol with solcjs (standard JSON, OpenZeppelin from
 // node_modules through the import callback). Writes artifacts/<Name>.json for each contract defined in
 // src/, byte-for-byte reproducible: sorted keys, no timestamps, no absolute paths.
 //
@@ -56,7 +56,7 @@ function findImport(path) {
   if (path.startsWith("@openzeppelin/contracts/") && existsSync(pkgPath)) {
     return { contents: readFileSync(pkgPath, "utf8") };
   }
-  return { error: `import not found: ${path} (run npm ci in storage/contracts)` };
+  return { error: `import not found: ${path} (run npm ci in storage/ledger/contracts)` };
 }
 
 export function build() {

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from storage.chain import Chain, ChainError
-from storage.outbox import Outbox
-from storage.submitter import submit_due, sync_settlements
+from storage.ledger.base import ChainError, Ledger
+from storage.outbox.states import Outbox
+from storage.outbox.submitter import submit_due, sync_settlements
 
 
 @dataclass
 class SettleReport:
-    submitted: list = field(default_factory=list)  # storage.submitter.Submitted
+    submitted: list = field(default_factory=list)  # storage.outbox.submitter.Submitted
     verdicts: dict = field(default_factory=dict)  # batch id -> [storage.validator.Verdict]
     settled: int = 0  # clips whose settlement was read back in this round
 
@@ -22,7 +22,7 @@ class SettleReport:
         return [s.error for s in self.submitted if s.error]
 
 
-def settle_round(outbox: Outbox, chain: Chain, key, validator=None) -> SettleReport:
+def settle_round(outbox: Outbox, chain: Ledger, key, validator=None) -> SettleReport:
     """Raises ChainError when nothing is deployed or the chain cannot be reached; the outbox keeps every
     clip's state either way, so the next round resumes where this one stopped."""
     if chain.deployment is None:

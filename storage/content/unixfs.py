@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from storage.cid import DAG_PB, RAW, Cid, varint
+from storage.content.cid import DAG_PB, RAW, Cid, varint
 
 CHUNK = 256 * 1024
 MAX_LINKS = 174
@@ -80,7 +80,7 @@ FILE, DIRECTORY = 2, 1
 
 def named_links(block: bytes) -> list[tuple[str, Cid]]:
     """The (name, CID) links of a dag-pb block, in order."""
-    from storage.cid import read_varint
+    from storage.content.cid import read_varint
 
     links, pos = [], 0
     while pos < len(block):

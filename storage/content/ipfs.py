@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from storage.blockstore import BlockStore
-from storage.car import write_car
-from storage.cid import Cid, CidError
-from storage.unixfs import add_path
+from storage.content.blockstore import BlockStore
+from storage.content.car import write_car
+from storage.content.cid import Cid, CidError
+from storage.content.unixfs import add_path
 
 log = logging.getLogger("knack.storage")
 _BATCH_BYTES = 16 << 20

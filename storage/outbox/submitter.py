@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from storage.chain import Chain, ChainError, ChainUnavailable
-from storage.cid import Cid
-from storage.contracts.encoding import bitmap_bits, unpack_qualities
-from storage.outbox import Outbox
+from storage.content.cid import Cid
+from storage.ledger.base import ChainError, ChainUnavailable, Ledger
+from storage.ledger.reasons import Reason
+from storage.ledger.rewards import clip_reward
+from storage.outbox.states import Outbox
 
 log = logging.getLogger("knack.chain")
 MAX_BATCH = 64
@@ -23,7 +24,7 @@ class Submitted:
     later: bool = False  # the chain was unreachable: the signed transaction waits to be sent again
 
 
-def submit_due(outbox: Outbox, chain: Chain, key, max_batch: int = MAX_BATCH, now: float | None = None) -> list[Submitted]:
+def submit_due(outbox: Outbox, chain: Ledger, key, max_batch: int = MAX_BATCH, now: float | None = None) -> list[Submitted]:
     """Finishes any batch signed before (a crash, a dropped connection), then submits the pinned clips
     that are due, `max_batch` per transaction."""
     chain.fund(key.address)
@@ -35,7 +36,7 @@ def submit_due(outbox: Outbox, chain: Chain, key, max_batch: int = MAX_BATCH, no
         chunk = due[start : start + max_batch]
         digests = [Cid.parse(e.cid).digest for e in chunk]
         try:
-            raw, tx_hash = chain.sign(key, chain.registry.functions.submitBatch(digests))
+            raw, tx_hash = chain.sign_submission(key, digests)
         except ChainError as exc:
             for entry in chunk:
                 outbox.failed(entry.clip_id, f"not submitted: {exc}")
@@ -48,9 +49,9 @@ def submit_due(outbox: Outbox, chain: Chain, key, max_batch: int = MAX_BATCH, no
     return results
 
 
-def _finish(outbox: Outbox, chain: Chain, tx_hash: str, raw: bytes, clip_ids: list[str]) -> Submitted:
+def _finish(outbox: Outbox, chain: Ledger, tx_hash: str, raw: bytes, clip_ids: list[str]) -> Submitted:
     try:
-        receipt = chain.send(raw, tx_hash)
+        batch_id = chain.send_submission(raw, tx_hash)
     except ChainUnavailable as exc:  # the signed transaction stays staged and is sent again next round
         for clip_id in clip_ids:
             outbox.failed(clip_id, f"submission waits: {exc}")
@@ -60,46 +61,27 @@ def _finish(outbox: Outbox, chain: Chain, tx_hash: str, raw: bytes, clip_ids: li
         for clip_id in clip_ids:
             outbox.failed(clip_id, f"submission failed: {exc}")
         return Submitted(None, clip_ids, tx_hash, str(exc))
-    events = chain.registry.events.BatchSubmitted().process_receipt(receipt)
-    batch_id = int(events[0]["args"]["batchId"])
     outbox.submitted(tx_hash, batch_id, clip_ids)
     log.info("batch %d of %d clip(s) submitted in %s", batch_id, len(clip_ids), tx_hash)
     return Submitted(batch_id, clip_ids, tx_hash)
 
 
-def sync_settlements(outbox: Outbox, chain: Chain) -> int:
-    """Reads the registry's BatchSettled events for this device's unsettled batches into the outbox."""
+def sync_settlements(outbox: Outbox, chain: Ledger) -> int:
+    """Reads the validator's settlements of this device's unsettled batches into the outbox."""
     batches = outbox.unsettled_batches()
     if not batches:
         return 0
-    registry = chain.registry
-    base, cap = registry.functions.rewardPerClip().call(), registry.functions.maxRewardPerClip().call()
+    terms = chain.reward_terms()
     changed = 0
     for batch_id in batches:
-        logs = registry.events.BatchSettled().get_logs(from_block=chain.deployment.block, argument_filters={"batchId": batch_id})
-        if not logs:
+        settlement = chain.settlement(batch_id)
+        if settlement is None:
             continue
-        args = logs[0]["args"]
-        _, _, count, _ = registry.functions.batch(batch_id).call()
-        accepted = bitmap_bits(list(args["acceptedBitmap"]), count)
-        qualities = unpack_qualities(args["qualities"])
-        reasons = list(args["rejectReasons"])
-        outcomes, q, r = {}, iter(qualities), iter(reasons)
-        for index, ok in enumerate(accepted):
+        outcomes, qualities, reasons = {}, iter(settlement.qualities_bps), iter(settlement.reasons)
+        for index, ok in enumerate(settlement.accepted):
             if ok:
-                outcomes[index] = (True, min(cap, base * next(q, 0) // 10000), "")
+                outcomes[index] = (True, clip_reward(next(qualities, 0), terms), "")
             else:
-                outcomes[index] = (False, 0, REASONS.get(next(r, 0), "rejected"))
+                outcomes[index] = (False, 0, Reason.describe(next(reasons, 0)))
         changed += outbox.settled(batch_id, outcomes)
     return changed
-
-
-# The validator's reason codes, as emitted in BatchSettled.rejectReasons.
-REASONS = {
-    1: "unreadable: the clip could not be fetched or decoded by its CID",
-    2: "bad signature: the manifest is not signed by the submitting device",
-    3: "file mismatch: a file's sha256 differs from the manifest",
-    4: "not accepted by the device's own policy",
-    5: "duplicate: the same CID was submitted before",
-    6: "duplicate: the same video was submitted before under another clip id",
-}

@@ -1,4 +1,4 @@
-"""The ledger seam: the clip registry and its reward token on an EVM chain, through web3.py.
+"""The ledger's web3 implementation: the clip registry and its reward token on an EVM chain, through web3.py.
 
 Two chains behind the same client: the embedded one (py-evm in this process, state in the data
 directory, the default) and any JSON-RPC endpoint (a dev node, a testnet, an L2). Transactions are
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from storage.ledger.base import ChainError, ChainUnavailable, Deployment, RewardTerms, Settlement, SubmittedBatch
+from storage.ledger.contracts.encoding import bitmap, bitmap_bits, pack_qualities, unpack_qualities
 
 log = logging.getLogger("knack.chain")
 
@@ -18,41 +20,12 @@ DEFAULT_REWARD = 10**18  # one KNACK per accepted clip of quality 1.0
 DEFAULT_CAP = 10**18
 
 
-class ChainError(Exception):
-    """A transaction that reverted or could not be sent, in one sentence."""
-
-
-class ChainUnavailable(ChainError):
-    """The chain cannot be reached now: try again later."""
-
-
 def artifact(name: str) -> dict:
     return json.loads((ARTIFACTS / f"{name}.json").read_text())
 
 
-@dataclass(frozen=True)
-class Deployment:
-    chain_id: int
-    registry: str
-    token: str
-    block: int
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> "Deployment | None":
-        try:
-            return cls(**json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
-
-
-class Chain:
-    """A connected chain, and (once deployed) its registry and token contracts."""
+class Web3Ledger:
+    """A connected chain, and (once deployed) its registry and token contracts: the `Ledger` of base.py."""
 
     def __init__(self, w3, deployment_path: Path, embedded_kv=None):
         self.w3, self.deployment_path, self._kv = w3, deployment_path, embedded_kv
@@ -117,12 +90,12 @@ class Chain:
             tx = call.build_transaction({"from": sender, "value": value, "nonce": self.w3.eth.get_transaction_count(sender, "pending"), "chainId": self.w3.eth.chain_id})
         except (ContractCustomError, ContractLogicError) as exc:
             raise ChainError(f"the registry refused it: {self.reason(exc)}") from None
+        except (ConnectionError, OSError, Web3RPCError) as exc:  # before the catch-all below: a node that is down
+            raise ChainUnavailable(f"the chain is not reachable: {exc}") from None
         except Exception as exc:
             if type(exc).__name__ != "TransactionFailed":  # eth-tester's revert, from the embedded chain
                 raise
             raise ChainError(f"the registry refused it: {self.reason(exc)}") from None
-        except (ConnectionError, OSError, Web3RPCError) as exc:
-            raise ChainUnavailable(f"the chain is not reachable: {exc}") from None
         tx["gas"] = int(tx["gas"] * 1.2) + 10_000  # estimates are exact on dev chains, not on busy L2s
         if "maxFeePerGas" in tx:
             base = self.w3.eth.get_block("latest")["baseFeePerGas"]
@@ -181,12 +154,77 @@ class Chain:
         self.deployment.save(self.deployment_path)
         return self.deployment
 
+    # -- the Ledger seam -----------------------------------------------------------------------------
+
+    def sign_submission(self, key, digests: list[bytes]) -> tuple[bytes, str]:
+        return self.sign(key, self.registry.functions.submitBatch(list(digests)))
+
+    def send_submission(self, raw: bytes, tx_hash: str) -> int:
+        receipt = self.send(raw, tx_hash)
+        events = self.registry.events.BatchSubmitted().process_receipt(receipt)
+        return int(events[0]["args"]["batchId"])
+
+    def _submitted(self, **filters) -> list[SubmittedBatch]:
+        logs = self.registry.events.BatchSubmitted().get_logs(from_block=self.deployment.block, argument_filters=filters or None)
+        return [SubmittedBatch(int(e["args"]["batchId"]), e["args"]["contributor"], tuple(bytes(d) for d in e["args"]["digests"])) for e in logs]
+
+    def pending_batches(self) -> list[SubmittedBatch]:
+        registry = self.registry
+        return [b for b in self._submitted() if not registry.functions.batch(b.batch_id).call()[3]]
+
+    def submissions_of(self, contributor: str) -> list[SubmittedBatch]:
+        return self._submitted(contributor=self.checksum(contributor))
+
+    def settle(self, key, batch_id: int, accepted: list[bool], qualities_bps: list[int], reasons: list[int]) -> str:
+        self.fund(key.address)
+        call = self.registry.functions.settleBatch(batch_id, bitmap(accepted), pack_qualities(qualities_bps), bytes(reasons))
+        return "0x" + bytes(self.transact(key, call)["transactionHash"]).hex()
+
+    def _settlement(self, entry) -> Settlement:
+        args = entry["args"]
+        batch_id = int(args["batchId"])
+        count = self.registry.functions.batch(batch_id).call()[2]
+        return Settlement(
+            batch_id=batch_id,
+            contributor=args["contributor"],
+            accepted=tuple(bitmap_bits(list(args["acceptedBitmap"]), count)),
+            qualities_bps=tuple(unpack_qualities(args["qualities"])),
+            reasons=tuple(args["rejectReasons"]),
+            reward=int(args["reward"]),
+            block=int(entry["blockNumber"]),
+            tx="0x" + bytes(entry["transactionHash"]).hex(),
+        )
+
+    def settlement(self, batch_id: int) -> Settlement | None:
+        logs = self.registry.events.BatchSettled().get_logs(from_block=self.deployment.block, argument_filters={"batchId": batch_id})
+        return self._settlement(logs[0]) if logs else None
+
+    def settlements_of(self, contributor: str) -> list[Settlement]:
+        logs = self.registry.events.BatchSettled().get_logs(from_block=self.deployment.block, argument_filters={"contributor": self.checksum(contributor)})
+        return [self._settlement(e) for e in logs]
+
+    def reward_terms(self) -> RewardTerms:
+        functions = self.registry.functions
+        return RewardTerms(functions.rewardPerClip().call(), functions.maxRewardPerClip().call())
+
+    def balance_of(self, address: str) -> int:
+        return self.token.functions.balanceOf(self.checksum(address)).call()
+
+    def token_address(self) -> str:
+        return self.token.address
+
+    def checksum(self, address: str) -> str:
+        try:
+            return self.w3.to_checksum_address(address)
+        except ValueError:
+            raise ChainError(f"{address!r} is not an EVM address (0x and 40 hex digits)") from None
+
     def close(self) -> None:
         if self._kv is not None:
             self._kv.close()
 
 
-def open_chain(rpc: str, data_dir: Path) -> Chain:
+def open_ledger(rpc: str, data_dir: Path) -> Web3Ledger:
     """The chain in config (`storage.chain_rpc`), else the embedded one in the data directory."""
     from web3 import Web3
 
@@ -194,13 +232,13 @@ def open_chain(rpc: str, data_dir: Path) -> Chain:
         w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 30}))
         if not w3.is_connected():
             raise ChainUnavailable(f"the chain at {rpc} is not reachable")
-        return Chain(w3, data_dir / "chain" / f"deployment-{w3.eth.chain_id}.json")
+        return Web3Ledger(w3, data_dir / "chain" / f"deployment-{w3.eth.chain_id}.json")
     from eth_tester import EthereumTester
     from web3 import EthereumTesterProvider
 
-    from storage.evm import open_backend
+    from storage.ledger.evm import open_backend
 
     backend, kv = open_backend(data_dir / "chain" / "embedded.sqlite")
     w3 = Web3(EthereumTesterProvider(EthereumTester(backend)))
-    return Chain(w3, data_dir / "chain" / "deployment-embedded.json", embedded_kv=kv)
+    return Web3Ledger(w3, data_dir / "chain" / "deployment-embedded.json", embedded_kv=kv)
 

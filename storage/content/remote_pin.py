@@ -8,7 +8,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from storage.ipfs import StoreUnavailable
+from storage.content.ipfs import StoreUnavailable
 
 TOKEN_ENV = "KNACK_PINNING_TOKEN"
 OK_STATUSES = ("queued", "pinning", "pinned")

@@ -1,0 +1,144 @@
+"""The one place where a device's parts are opened from its configuration: keys, the content store, the
+outbox, the ledger and the validator. Every command, the app, the robot and the demo open them here."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from collector.config import Config, ConfigError
+from collector.identity import IdentityError
+
+DEVICE_PASSWORD_ENV = "KNACK_DEVICE_PASSWORD"
+VALIDATOR_PASSWORD_ENV = "KNACK_VALIDATOR_PASSWORD"
+VALIDATOR_KEY_ENV = "KNACK_VALIDATOR_KEY"
+VALIDATOR_KEYSTORE = "validator-key.json"
+
+Announce = Callable[[str], None]
+
+
+def ask_password(prompt: str, confirm: bool) -> str:
+    """Asked at the terminal (nothing without one); never stored or logged."""
+    if not sys.stdin.isatty():
+        return ""
+    password = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat it: ") != password:
+        raise IdentityError("the two passwords differ")
+    return password
+
+
+def device_password(confirm: bool, prompt: str = "Password for the device key: ") -> str:
+    """From KNACK_DEVICE_PASSWORD, else asked at the terminal."""
+    return os.environ.get(DEVICE_PASSWORD_ENV, "") or ask_password(prompt, confirm)
+
+
+def device_key(config: Config, announce: Announce = print, password: str | None = None):
+    """The device's signing key from its encrypted keystore, created on first use."""
+    from collector.identity import load_or_create
+
+    path = config.keystore_path
+    if password is None:
+        password = device_password(confirm=not path.exists())
+    key, created = load_or_create(path, password)
+    if created:
+        announce(f"Created device key {key.address} in {path} (encrypted; keep its password safe)")
+    return key
+
+
+def validator_key(config: Config, announce: Announce = print, password: str | None = None):
+    """The validator's account: KNACK_VALIDATOR_KEY (hex) if set, else its own encrypted keystore in the data
+    directory, unlocked by KNACK_VALIDATOR_PASSWORD, else `password` (a demo's one password), else the device
+    password (a bench device that validates its own clips)."""
+    from collector.identity import from_environment, load_or_create
+
+    if (key := from_environment(VALIDATOR_KEY_ENV)) is not None:
+        return key
+    path = config.data_path / VALIDATOR_KEYSTORE
+    password = os.environ.get(VALIDATOR_PASSWORD_ENV) or password
+    if not password:
+        password = device_password(confirm=False, prompt="Password for the validator key (the device password, on a bench device): ")
+    key, created = load_or_create(path, password)
+    if created:
+        announce(f"Created validator key {key.address} in {path} (encrypted)")
+    return key
+
+
+def contributor_address(config: Config, address: str | None = None) -> str:
+    """Whose rewards to show: the given address, the configured contributor, else this device's key address
+    (read from the keystore in clear: no password is needed to look at rewards)."""
+    if address:
+        return address
+    if config.identity.contributor:
+        return config.identity.contributor
+    try:
+        return "0x" + json.loads(config.keystore_path.read_text())["address"].removeprefix("0x")
+    except (OSError, ValueError, KeyError):
+        raise ConfigError(f"no address given and no device key at {config.keystore_path}: pass one, e.g. `knack rewards 0x…`") from None
+
+
+# --- content store and outbox ----------------------------------------------------------------------------
+def open_store(config: Config):
+    """The configured IPFS daemon, else the embedded block store in the data directory."""
+    from storage.content.ipfs import open_store as open_content_store
+
+    return open_content_store(config.storage.ipfs_api, config.data_path)
+
+
+def embedded_store(config: Config):
+    from storage.content.ipfs import EmbeddedStore
+
+    return EmbeddedStore(config.data_path / "ipfs" / "blocks.sqlite")
+
+
+def open_outbox(config: Config):
+    """The outbox of this data directory, with every labeled clip on disk known to it."""
+    from collector.bundle import list_clips
+    from storage.outbox.pinner import enqueue_all
+    from storage.outbox.states import Outbox
+
+    outbox = Outbox(config.data_path / "outbox.sqlite")
+    enqueue_all(outbox, list_clips(config.clips_path))
+    return outbox
+
+
+def remote_pinning(config: Config):
+    """The configured pinning service, with its token from the environment; None when none is set."""
+    from storage.content.remote_pin import TOKEN_ENV, PinningService, RemotePinError
+
+    if not config.storage.pinning_service:
+        return None
+    try:
+        return PinningService(config.storage.pinning_service, os.environ.get(TOKEN_ENV, ""))
+    except RemotePinError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+# --- the ledger and the validator ----------------------------------------------------------------------
+def open_ledger(config: Config, deployer=None):
+    """The configured chain (`storage.chain_rpc`), else the embedded one in the data directory. With a
+    `deployer` key, the embedded chain deploys its contracts on first use (a real chain needs `knack chain
+    deploy`)."""
+    from storage.ledger.web3_ledger import open_ledger as open_web3_ledger
+
+    ledger = open_web3_ledger(config.storage.chain_rpc, config.data_path)
+    if deployer is not None and ledger.deployment is None and ledger.embedded:
+        ledger.deploy(deployer, deployer.address)
+    return ledger
+
+
+def open_validator(config: Config, ledger, store, key):
+    """The validator over this ledger and content store; it keeps what it has seen in the data directory."""
+    from storage.validator import Validator
+
+    return Validator(ledger, store, key, config.data_path / "validator.sqlite")
+
+
+def ledger_name(config: Config) -> str:
+    return config.storage.chain_rpc or "the embedded chain"
+
+
+def data_dir_line(path: Path) -> str:
+    return f"export KNACK_DATA_DIR={path}"

@@ -99,7 +99,7 @@ def soak(seconds: float, every: float, clip_seconds: float = 10.0) -> dict:
         env = dict(os.environ, HOME=str(tmp), KNACK_DEVICE_PASSWORD="soak")
         env.pop("KNACK_DATA_DIR", None)
         log = open(tmp / "robot.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "--config", str(config), "robot"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "knack", "--config", str(config), "robot"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         series = []  # (seconds since start, metrics)
         try:
             t0 = time.monotonic()

@@ -479,19 +479,30 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
     return config.validate()
 
 
+def _scalar(v: Any) -> str:
+    if isinstance(v, enum.Enum):
+        v = v.value
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_scalar(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def stream_toml(kind: str, stream) -> str:
+    """One [[camera]], [[serial]] or [[joints]] table that pastes into knack.toml as is: the values that
+    differ from the defaults, one per line."""
+    default = type(stream)()
+    lines = [f"[[{kind}]]"]
+    lines += [f"{f.name} = {_scalar(getattr(stream, f.name))}" for f in dataclasses.fields(stream) if f.name == "name" or getattr(stream, f.name) != getattr(default, f.name)]
+    return "\n".join(lines) + "\n"
+
+
 def to_toml(config: Config) -> str:
     """The effective configuration as TOML, for `knack doctor` (it holds no secrets by design)."""
-
-    def scalar(v: Any) -> str:
-        if isinstance(v, enum.Enum):
-            v = v.value
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, tuple):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    scalar = _scalar
 
     lines = [f"# from {config.source}", f"data_dir = {scalar(config.data_dir)}"]
     for section in _SECTIONS:

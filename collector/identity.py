@@ -7,9 +7,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
-
 SIGNATURE_SCHEME = "eip191-sha256"
 
 
@@ -27,16 +24,24 @@ class DeviceKey:
 
     def sign_transaction(self, transaction: dict) -> bytes:
         """A signed raw transaction for the chain; the key never leaves this object."""
+        from eth_account import Account
+
         return bytes(Account.sign_transaction(transaction, self._key).raw_transaction)
 
     def sign(self, message: bytes) -> dict:
         """Signs sha256(message) as an EIP-191 personal message, so any EVM tool (and ecrecover) can check it."""
+        from eth_account import Account
+        from eth_account.messages import encode_defunct
+
         digest = hashlib.sha256(message).digest()
         signed = Account.sign_message(encode_defunct(primitive=digest), self._key)
         return {"scheme": SIGNATURE_SCHEME, "signer": self.address, "value": "0x" + signed.signature.hex().removeprefix("0x")}
 
 
 def recover_signer(message: bytes, signature: dict) -> str:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
     if signature.get("scheme") != SIGNATURE_SCHEME:
         raise IdentityError(f"unknown signature scheme {signature.get('scheme')!r} (expected {SIGNATURE_SCHEME})")
     digest = hashlib.sha256(message).digest()
@@ -52,6 +57,8 @@ def from_environment(variable: str) -> DeviceKey | None:
     value = os.environ.get(variable, "").strip()
     if not value:
         return None
+    from eth_account import Account
+
     try:
         account = Account.from_key(value)
     except Exception:  # eth-keys raises several types for malformed keys; the value is never echoed
@@ -61,6 +68,8 @@ def from_environment(variable: str) -> DeviceKey | None:
 
 def load_or_create(path: Path, password: str, *, kdf: str = "scrypt", iterations: int | None = None) -> tuple[DeviceKey, bool]:
     """The key at `path`, creating it (mode 0600, written atomically) when there is none; True if created."""
+    from eth_account import Account  # ~1 s to import: only where a key is used, not for every command
+
     if not password:
         raise IdentityError("the device key needs a password: set KNACK_DEVICE_PASSWORD or run from a terminal to be asked")
     if path.exists():

@@ -48,8 +48,8 @@ def _yield_to_capture() -> None:
 class LabelWorker:
     """Labels clips in the order they arrive; a clip that fails is reported and kept, the rest go on."""
 
-    def __init__(self, config: Config, key: DeviceKey, on_labeled: Callable | None = None, labeler=None, history: int | None = None):
-        self.config, self.key, self.on_labeled = config, key, on_labeled
+    def __init__(self, config: Config, key: DeviceKey, on_labeled: Callable | None = None, labeler=None, history: int | None = None, on_failed: Callable | None = None):
+        self.config, self.key, self.on_labeled, self.on_failed = config, key, on_labeled, on_failed
         self._labeler = labeler
         self._queue: queue.Queue[Path | None] = queue.Queue()
         # The latest results (all of them unless `history` caps it: a service runs for weeks); counts never cap.
@@ -90,22 +90,25 @@ class LabelWorker:
             labeler = None
         while (clip := self._queue.get()) is not None:
             if labeler is None:
-                self.failed.append((clip, "labeler not available"))
-                self.counts["failed"] += 1
+                self._failed(clip, "labeler not available")
                 continue
             try:
                 result = labeler.label(clip)
             except (LabelError, OSError) as exc:
                 log.error("clip %s not labeled: %s", clip.name, exc)
-                self.failed.append((clip, str(exc)))
-                self.counts["failed"] += 1
+                self._failed(clip, str(exc))
                 continue
             except Exception as exc:  # a model runtime failure must not stop the clips behind it
                 log.exception("clip %s not labeled: the labeler failed", clip.name)
-                self.failed.append((clip, f"labeler failed: {exc}"))
-                self.counts["failed"] += 1
+                self._failed(clip, f"labeler failed: {exc}")
                 continue
             self.labeled.append(result)
             self.counts["accepted" if result.accepted else "rejected"] += 1
             if self.on_labeled:
                 self.on_labeled(result)
+
+    def _failed(self, clip: Path, reason: str) -> None:
+        self.failed.append((clip, reason))
+        self.counts["failed"] += 1
+        if self.on_failed:
+            self.on_failed(clip, reason)

@@ -254,3 +254,24 @@ class SerialSimulator:
                 pending.clear()
                 blocked_since = None
             self._stop.wait(0.0005)
+
+
+def stream_config(config: SimulatorConfig, port: str):
+    """The knack.toml stream that reads what this simulator sends on `port`: a SerialConfig for the IMU,
+    a JointStateConfig for the arm (`knack simulate` prints it as a table to paste)."""
+    from collector.config import JointStateConfig, SerialConfig, SerialProtocol
+
+    protocol = SerialProtocol(config.protocol)
+    if config.stream == "joints":
+        return JointStateConfig(name="arm", port=port, protocol=protocol, joints=joint_names(config.joints), nominal_rate=config.rate)
+    return SerialConfig(
+        name="glove",
+        port=port,
+        protocol=protocol,
+        device_time_field="t_us",
+        seq_field="seq",
+        nominal_rate=config.rate,
+        csv_columns=IMU_FIELDS if protocol is SerialProtocol.CSV else (),
+        binary_format=IMU_BINARY_FORMAT if protocol is SerialProtocol.BINARY else "",
+        binary_fields=IMU_FIELDS if protocol is SerialProtocol.BINARY else (),
+    )

@@ -30,7 +30,7 @@ def limit_malloc_arenas(count: int = 2) -> bool:
 
 
 def cmd_robot(args) -> int:
-    from collector.cli import device_key, validator_key
+    from knack.wiring import device_key, validator_key
     from robot.service import RobotService
 
     limit_malloc_arenas()  # before the capture, labeling and pinning threads start

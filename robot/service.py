@@ -1,8 +1,8 @@
 """`knack robot`: the collector pipeline of `knack record` run headless for days, as a systemd service.
 
-The capture session (recorder -> labeler -> outbox -> pinner) is collector.session's; this module adds
-what a service needs around it: a chain thread that submits and settles, disk limits, signals, a
-status line, and the snapshot that /healthz and /metrics read. Its main thread only watches and decides;
+The device session (capture -> label -> pin -> submit -> settle) is knack.session's, the same one `knack
+record`, the app and the demo run; this module adds what a service needs around it: disk limits, signals,
+JSON log lines for the session's events, a status line, and the snapshot that /healthz and /metrics read. Its main thread only watches and decides;
 every slow step runs in a thread of its own, so a signal is acted on within a fraction of a second."""
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from collections import Counter
 from typing import Callable
 
 from collector.config import Config, ConfigError
-from collector.session import CaptureSession
+from knack import events as ev
+from knack.session import DeviceSession
 from robot import disk
 from robot.health import Health, StreamHealth, assess
 from robot.logs import LastProblem, event
@@ -65,98 +66,13 @@ class Signals:
         self.reload.set()
 
 
-class ChainWorker:
-    """Every `chain_every_s`: submit what is pinned, settle (when this process is also the validator) and read
-    the settlements back. A chain that is down or reverts costs one line per change of problem, never a clip:
-    the outbox keeps every state and the next round resumes."""
-
-    def __init__(self, config: Config, session: CaptureSession, validator_key=None):
-        self.config, self.session, self.validator_key = config, session, validator_key
-        self.rounds: Counter = Counter()
-        self.problem: str | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._chain = None
-        self._validator = None  # opened once: it keeps a database of the CIDs and videos it has seen
-        self._thread = threading.Thread(target=self._run, name="knack-chain", daemon=True)
-
-    def start(self) -> "ChainWorker":
-        self._thread.start()
-        return self
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def close(self, timeout: float | None = None) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-        if not self._thread.is_alive() and self._chain is not None:
-            self._chain.close()
-
-    def _due(self) -> bool:
-        counts = self.session.outbox.counts()
-        return bool(counts.get("pinned") or counts.get("submitted") or self.session.outbox.staged_txs("submit"))
-
-    def _open(self):
-        from collector.cli import open_ledger
-        from storage.ledger.chain import ChainError
-
-        if self._chain is None:
-            self._chain = open_ledger(self.config)
-        if self._chain.deployment is None:
-            if not (self._chain.embedded and self.validator_key is not None):
-                raise ChainError("no registry deployed on this chain: run `knack chain deploy`")
-            self._chain.deploy(self.validator_key, self.validator_key.address)
-        return self._chain
-
-    def round(self) -> None:
-        from storage.outbox.settlement import settle_round
-        from storage.validator import Validator
-
-        chain = self._open()
-        if self.validator_key is not None and self._validator is None:
-            self._validator = Validator(chain, self.session.store, self.validator_key, self.config.data_path / "validator.sqlite")
-        report = settle_round(self.session.outbox, chain, self.session.key, self._validator)
-        for s in report.submitted:
-            if not s.error:
-                event(log, "chain.submitted", "batch %s of %d clip(s) submitted", s.batch_id, len(s.clip_ids), batch=s.batch_id, clips=len(s.clip_ids), tx=s.tx_hash)
-        if report.settled:
-            event(log, "chain.settled", "%d clip(s) settled on chain", report.settled, clips=report.settled)
-        if report.errors:
-            raise RuntimeError(report.errors[0])
-
-    def _run(self) -> None:
-        while True:
-            stopping = self._stop.is_set()  # asked to stop: one last round for what the session just pinned
-            if self._due():
-                try:
-                    self.round()
-                except Exception as exc:  # unreachable, reverted, misconfigured: said once, retried next round
-                    self.rounds["error"] += 1
-                    problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    if problem != self.problem:
-                        event(log, "chain.problem", "chain round failed, clips wait in the outbox: %s", problem, level=logging.WARNING)
-                    self.problem = problem
-                else:
-                    self.rounds["ok"] += 1
-                    if self.problem is not None:
-                        event(log, "chain.ok", "chain reachable again")
-                    self.problem = None
-            if stopping:
-                return
-            self._wake.wait(self.config.robot.chain_every_s)
-            self._wake.clear()
-
-
 class RobotService:
     def __init__(self, config: Config, key, load_config: Callable[[], Config] | None = None, validator_key=None, problems: LastProblem | None = None):
         self.config, self.key, self.validator_key = config, key, validator_key
         self.load_config = load_config
         self.problems = problems or LastProblem()
         self.signals = Signals()
-        self.session: CaptureSession | None = None
-        self.chain: ChainWorker | None = None
+        self.session: DeviceSession | None = None
         self.server = None
         self.carried: Counter = Counter()  # counts of sessions replaced by a reload
         self.pruned = 0
@@ -200,11 +116,8 @@ class RobotService:
         """Seals the open clip and finishes labeling, pinning and one last chain round within the grace period."""
         self.stopping = True
         grace = self.config.robot.grace_s
-        deadline = time.monotonic() + grace
         event(log, "robot.stopping", "%s: sealing the open clip, finishing within %g s", self.signals.signal_name or "stop", grace, grace_s=grace)
-        finished = self.finished = self.session.close(timeout=grace)
-        if self.chain is not None:
-            self.chain.close(timeout=max(0.0, deadline - time.monotonic()))
+        finished = self.finished = self.session.close(timeout=grace)  # a last chain round included
         counts = self.session.outbox.counts()
         self._status()
         if self.server is not None:
@@ -232,13 +145,13 @@ class RobotService:
         self.config = new
         if strip(new) != strip(old):
             event(log, "robot.reloading", "configuration changed: sealing the open clip and restarting capture")
-            self.chain.close(timeout=new.robot.grace_s)
             if self.session.close(timeout=new.robot.grace_s):
                 self.session.outbox.close()  # the new session opens its own; a stage still at work keeps this one
             self.carried.update(self._session_counts())
             self._start_session(record=self.paused_because is None)
         else:
-            self.chain.config = new
+            self.session.config = new
+            self.session.chain.interval = new.robot.chain_every_s
         if (new.robot.health_host, new.robot.health_port) != (old.robot.health_host, old.robot.health_port):
             if self.server is not None:
                 self.server.close()
@@ -247,15 +160,12 @@ class RobotService:
         event(log, "robot.reloaded", "configuration reloaded from %s", new.source, config=new.source)
 
     def _start_session(self, record: bool) -> None:
-        self.session = CaptureSession(
-            self.config, self.key, on_clip=self._on_clip, on_labeled=self._on_labeled, on_pinned=self._on_pinned, history=HISTORY,
-        )
+        self.session = DeviceSession(self.config, self.key, validator_key=self.validator_key, history=HISTORY, listener=self._on_event)
         self.session.start(record=record)
         for message in self.session.recorder.recovered:
             event(log, "clip.recovered", "%s", message, level=logging.WARNING)
         if self.session.backlog:
             event(log, "label.backlog", "%d earlier clip(s) not labeled yet: labeling them first", len(self.session.backlog), clips=len(self.session.backlog))
-        self.chain = ChainWorker(self.config, self.session, self.validator_key).start()
 
     def _start_server(self) -> None:
         from robot.endpoint import HealthServer
@@ -309,20 +219,25 @@ class RobotService:
             clips=snap.clips_by_state, upload_lag_s=round(snap.upload_lag_s, 1), label_queue=snap.label_queue,
         )
 
-    # --- the stages' callbacks (their threads) ---------------------------------------------------
-    def _on_clip(self, clip) -> None:
-        event(log, "clip.written", "clip %s: %d frames, %d samples", clip.clip_id, clip.frames, clip.samples, clip=clip.clip_id, frames=clip.frames, samples=clip.samples)
-
-    def _on_labeled(self, result) -> None:
-        event(log, "clip.labeled", "clip %s %s", result.clip_id, "accepted" if result.accepted else result.summary, clip=result.clip_id, accepted=result.accepted, quality=round(result.score, 3))
-
-    def _on_pinned(self, result) -> None:
-        if result.error:
-            event(log, "clip.pin_failed", "clip %s not pinned yet: %s", result.clip_id, result.error, level=logging.WARNING, clip=result.clip_id)
-        else:
-            event(log, "clip.pinned", "clip %s pinned as %s", result.clip_id, result.cid, clip=result.clip_id, cid=result.cid)
-            if self.chain is not None:
-                self.chain.wake()
+    # --- the session's events, as JSON log lines (posted from the stages' threads) --------------------
+    def _on_event(self, happened: ev.Event) -> None:
+        match happened:
+            case ev.ClipWritten(clip):
+                event(log, "clip.written", "clip %s: %d frames, %d samples", clip.clip_id, clip.frames, clip.samples, clip=clip.clip_id, frames=clip.frames, samples=clip.samples)
+            case ev.ClipLabeled(result):
+                event(log, "clip.labeled", "clip %s %s", result.clip_id, "accepted" if result.accepted else result.summary, clip=result.clip_id, accepted=result.accepted, quality=round(result.score, 3))
+            case ev.ClipPinned(result) if result.error:
+                event(log, "clip.pin_failed", "clip %s not pinned yet: %s", result.clip_id, result.error, level=logging.WARNING, clip=result.clip_id)
+            case ev.ClipPinned(result):
+                event(log, "clip.pinned", "clip %s pinned as %s", result.clip_id, result.cid, clip=result.clip_id, cid=result.cid)
+            case ev.BatchSubmitted(s) if not s.error:
+                event(log, "chain.submitted", "batch %s of %d clip(s) submitted", s.batch_id, len(s.clip_ids), batch=s.batch_id, clips=len(s.clip_ids), tx=s.tx_hash)
+            case ev.ClipsSettled(count):
+                event(log, "chain.settled", "%d clip(s) settled on chain", count, clips=count)
+            case ev.Problem("chain", text):
+                event(log, "chain.problem", "chain round failed, clips wait in the outbox: %s", text, level=logging.WARNING)
+            case ev.ProblemCleared("chain"):
+                event(log, "chain.ok", "chain reachable again")
 
     # --- what /healthz and /metrics read ---------------------------------------------------------
     def _session_counts(self) -> Counter:
@@ -350,7 +265,7 @@ class RobotService:
             label_queue=session.labels.pending if session.labels is not None else 0,
             data_bytes=self.usage.data_bytes,
             free_bytes=self.usage.free_bytes,
-            chain_rounds=dict(self.chain.rounds) if self.chain else {},
+            chain_rounds=dict(session.chain.rounds),
             health_ok=self.health().ok,
         )
 
@@ -370,7 +285,7 @@ class RobotService:
             streams,
             recording=self.paused_because is None and not self.stopping,
             paused_because=self.paused_because,
-            chain_problem=self.chain.problem if self.chain else None,
+            chain_problem=session.chain.problem,
             store_problem=store_problem,
             label_problem=label_problem,
             stopping=self.stopping,

@@ -162,7 +162,7 @@ port = "{sim.port}"
 csv_columns = ["t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz"]
 """)
     env = dict(os.environ, KNACK_DEVICE_PASSWORD="pw", KNACK_CONFIG=str(tmp_path / "knack.toml"))
-    cmd = [sys.executable, "-m", "collector.cli", "record"]
+    cmd = [sys.executable, "-m", "knack", "record"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Kill while a clip is being recorded, after at least one was sealed.

@@ -7,16 +7,18 @@ import sys
 
 import pytest
 
-from storage.ledger.chain import ChainError, open_chain
+from storage.ledger.base import ChainError
+from storage.ledger.reasons import Reason
+from storage.ledger.web3_ledger import open_ledger
 from storage.content.ipfs import EmbeddedStore
-from storage.outbox import Outbox
+from storage.outbox.states import Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
 from storage.ledger.rewards import rewards_view
 from storage.outbox.submitter import submit_due, sync_settlements
 from storage.validator import Validator
 from tests.test_outbox import ACCEPTED, noise_frames
 
-from storage.ledger.chain import ARTIFACTS
+from storage.ledger.web3_ledger import ARTIFACTS
 
 pytestmark = pytest.mark.skipif(not (ARTIFACTS / "ClipRegistry.json").exists(), reason="the contract artifacts are not built yet (storage/ledger/contracts/artifacts)")
 
@@ -38,7 +40,7 @@ def world(tmp_path, make_clip, device_key, validator_key):
     enqueue_all(outbox, clips)
     store = EmbeddedStore(data / "ipfs" / "blocks.sqlite")
     assert all(not r.error for r in pin_due(outbox, store))
-    chain = open_chain("", data)
+    chain = open_ledger("", data)
     chain.deploy(validator_key, validator_key.address)
     validator = Validator(chain, store, validator_key, data / "validator.sqlite")
     return {"data": data, "clips": clips, "outbox": outbox, "store": store, "chain": chain, "validator": validator}
@@ -65,12 +67,12 @@ def test_a_crash_between_signing_and_sending_submits_the_batch_once(world, devic
     due = outbox.due("pinned")
     from storage.content.cid import Cid
 
-    raw, tx_hash = chain.sign(device_key, chain.registry.functions.submitBatch([Cid.parse(e.cid).digest for e in due]))
+    raw, tx_hash = chain.sign_submission(device_key, [Cid.parse(e.cid).digest for e in due])
     outbox.stage_tx(tx_hash, raw, "submit", [e.clip_id for e in due])
     # ... the process dies here; the next run finds the staged transaction and sends exactly it.
     results = submit_due(outbox, chain, device_key)
     assert [r.tx_hash for r in results] == [tx_hash] and results[0].batch_id == 0
-    assert chain.registry.functions.batchCount().call() == 1
+    assert [b.batch_id for b in chain.pending_batches()] == [0]
     assert outbox.staged_txs("submit") == [] and outbox.counts()["submitted"] == 3
 
 
@@ -82,21 +84,57 @@ def test_the_validator_rejects_duplicates_and_a_forged_manifest(world, device_ke
     from storage.content.cid import Cid
 
     entries = outbox.entries()
-    chain.transact(device_key, chain.registry.functions.submitBatch([Cid.parse(e.cid).digest for e in entries]))
+    chain.send_submission(*chain.sign_submission(device_key, [Cid.parse(e.cid).digest for e in entries]))
     [(batch_id, verdicts)] = world["validator"].run_once().items()
-    assert batch_id == 1 and [v.reason for v in verdicts] == [5, 5, 5]
+    assert batch_id == 1 and [v.reason for v in verdicts] == [Reason.DUPLICATE_CID] * 3
     # A clip signed by this device but submitted by another account is refused.
     verdict = world["validator"].check(Cid.parse(entries[0].cid), validator_key.address, 99)
-    assert not verdict.accepted and verdict.reason == 2
+    assert not verdict.accepted and verdict.reason is Reason.BAD_SIGNATURE
 
 
 def test_a_revert_comes_back_as_one_line_with_the_contracts_reason(world, device_key):
     outbox, chain = world["outbox"], world["chain"]
     submit_due(outbox, chain, device_key)
     with pytest.raises(ChainError, match="AccessControlUnauthorizedAccount"):
-        chain.transact(device_key, chain.registry.functions.settleBatch(0, [7], b"\x27\x10" * 3, b""))
+        chain.settle(device_key, 0, [True] * 3, [10000] * 3, [])
     with pytest.raises(ChainError, match="UnknownBatch"):
-        chain.transact(world["validator"].key, chain.registry.functions.settleBatch(5, [0], b"", b"\x01"))
+        chain.settle(world["validator"].key, 5, [False], [], [1])
+
+
+def test_a_node_that_is_down_is_reported_as_unavailable_when_signing(world, device_key):
+    """The node goes away after the ledger was opened: signing (which estimates gas on the node) must say
+    ChainUnavailable, which the outbox keeps for later, not leak the HTTP client's ConnectionError."""
+    import socket
+
+    from web3 import Web3
+
+    from storage.content.cid import Cid
+    from storage.ledger.base import ChainUnavailable
+
+    with socket.socket() as s:  # a port on loopback that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    chain = world["chain"]
+    chain.w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 2}))
+    with pytest.raises(ChainUnavailable, match="not reachable"):
+        chain.sign_submission(device_key, [Cid.parse(world["outbox"].entries()[0].cid).digest])
+
+
+def test_a_node_that_is_down_keeps_every_clip_pinned_for_the_next_round(world, device_key):
+    import socket
+
+    from web3 import Web3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    outbox, chain = world["outbox"], world["chain"]
+    chain.fund(device_key.address)
+    chain.embedded = False  # a real node: nothing to fund
+    chain.w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 2}))
+    [result] = submit_due(outbox, chain, device_key)
+    assert result.error and "not reachable" in result.error
+    assert outbox.counts()["pinned"] == 3 and outbox.staged_txs("submit") == []
 
 
 def test_the_embedded_chain_keeps_its_state_for_the_next_process(world, device_key, tmp_path):
@@ -106,7 +144,7 @@ def test_the_embedded_chain_keeps_its_state_for_the_next_process(world, device_k
     chain.close()
     env = dict(os.environ, KNACK_DATA_DIR=str(world["data"]), XDG_CONFIG_HOME=str(tmp_path / "no-config"))
     env.pop("KNACK_CONFIG", None)
-    run = subprocess.run([sys.executable, "-m", "collector.cli", "rewards", device_key.address, "--json"], env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-m", "knack", "rewards", device_key.address, "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     view = json.loads(run.stdout)
     assert view["accepted"] == 3 and int(view["balance"]) > 0

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from storage.ledger.chain import ARTIFACTS, open_chain
+from storage.ledger.web3_ledger import ARTIFACTS, open_ledger
 from storage.content.ipfs import EmbeddedStore
-from storage.outbox import Outbox
+from storage.outbox.states import Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
 from storage.ledger.rewards import rewards_view
 from storage.outbox.submitter import submit_due, sync_settlements
@@ -57,7 +57,7 @@ def test_submit_validate_settle_on_a_real_json_rpc_node(anvil, tmp_path, make_cl
     enqueue_all(outbox, clips)
     store = EmbeddedStore(data / "blocks.sqlite")
     pin_due(outbox, store)
-    chain = open_chain(anvil, data)
+    chain = open_ledger(anvil, data)
     # A dev node's unlocked accounts pay the gas here; on a real network the operator funds these accounts.
     for address in (device_key.address, validator.address):
         chain.w3.eth.send_transaction({"from": chain.w3.eth.accounts[0], "to": address, "value": 10**18})

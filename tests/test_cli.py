@@ -10,7 +10,7 @@ import pytest
 from collector.bundle import list_clips
 from tests.conftest import write_video
 
-KNACK = [sys.executable, "-m", "collector.cli"]
+KNACK = [sys.executable, "-m", "knack"]
 
 
 @pytest.fixture

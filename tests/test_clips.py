@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from collector.bundle import list_clips
-from collector.clips import REWARD_UNIT, ClipView, clip_view, clip_views, describe
+from knack.clips import REWARD_UNIT, ClipView, clip_view, clip_views, describe
 from storage.outbox.discard import DiscardError, discard, sweep_discarded
-from storage.outbox import DISCARDABLE, STATES, Outbox
+from storage.outbox.states import DISCARDABLE, STATES, Outbox
 from storage.outbox.pinner import enqueue, enqueue_all
 
-KNACK = [sys.executable, "-m", "collector.cli"]
+KNACK = [sys.executable, "-m", "knack"]
 ACCEPTED = {"status": "accepted", "accepted": True, "reasons": [], "summary": "accepted: every check passed"}
 REJECTED = {"status": "rejected", "accepted": False, "reasons": [{"code": "no_hands"}], "summary": "rejected: no hands in 90% of frames"}
 LABELS = {"hands": {"hand_fraction": 0.9}}

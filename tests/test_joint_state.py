@@ -349,7 +349,7 @@ def test_joint_states_are_recorded_in_sensors_parquet_on_the_video_clock(simulat
 def test_knack_simulate_joints_prints_the_config_to_use(capsys):
     import signal
 
-    from collector.cli import main
+    from knack.cli import main
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

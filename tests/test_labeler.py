@@ -248,12 +248,12 @@ def test_knack_label_relabels_clips_from_the_command_line(make_clip, tmp_path, d
     clip = make_clip(person(36))
     env = dict(os.environ, KNACK_DATA_DIR=str(tmp_path / "data"), KNACK_DEVICE_PASSWORD="test-password", KNACK_IDENTITY_KEYSTORE=str(device_keystore), KNACK_LABELER_THREADS="2", XDG_CONFIG_HOME=str(tmp_path / "no-config"))
     env.pop("KNACK_CONFIG", None)
-    run = subprocess.run([sys.executable, "-m", "collector.cli", "label", str(clip)], env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-m", "knack", "label", str(clip)], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "ACCEPTED" in run.stdout and "1 accepted, 0 rejected, 0 not labeled" in run.stdout
     assert manifest_of(clip)["decision"]["accepted"] is True
     (clip / "frames.parquet").write_bytes(b"changed")
-    run = subprocess.run([sys.executable, "-m", "collector.cli", "label", str(clip)], env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-m", "knack", "label", str(clip)], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "does not verify" in run.stdout
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from storage.content.cid import Cid
 from storage.content.ipfs import EmbeddedStore, StoreUnavailable
-from storage.outbox import BACKOFF_MAX_S, NEVER, Outbox, backoff
+from storage.outbox.states import BACKOFF_MAX_S, NEVER, Outbox, backoff
 from storage.outbox.pinner import enqueue_all, pin_due
 from storage.content.unixfs import add_path
 
@@ -128,13 +128,13 @@ def test_kill_9_at_random_points_then_restart_pins_every_clip_exactly_once(tmp_p
     # the start-up past the whole window, so it is scaled by the start-up measured here (warm, the better of two).
     def startup() -> float:
         t0 = time.monotonic()
-        subprocess.run([sys.executable, "-c", "import collector.cli"], check=True, env=env)
+        subprocess.run([sys.executable, "-c", "import knack.cli"], check=True, env=env)
         return time.monotonic() - t0
 
     slowness = max(1.0, min(startup(), startup()) / 1.0)
     kills = 0
     for attempt in range(40):
-        proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "pin"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "knack", "pin"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         try:
             proc.wait(timeout=rng.uniform(0.4, 1.6) * slowness)
             if proc.returncode == 0 and Outbox(data / "outbox.sqlite").counts()["accepted"] == 0:
@@ -178,7 +178,7 @@ def test_cli_status_pin_retry_export_car_and_cid(tmp_path, clips):
     env.pop("KNACK_CONFIG", None)
 
     def knack(*args):
-        return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run([sys.executable, "-m", "knack", *args], env=env, capture_output=True, text=True, timeout=120)
 
     out = knack("status")
     assert out.returncode == 0 and "accepted 2" in out.stdout and "rejected 1" in out.stdout and "Oldest pending:" in out.stdout

@@ -62,7 +62,7 @@ class Robot:
         self.log_path, self.port = log, port
         self._log = open(log, "ab")
         self.start_offset = log.stat().st_size if log.exists() else 0
-        self.proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "--config", str(config), "robot"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen([sys.executable, "-m", "knack", "--config", str(config), "robot"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.PIPE)
 
     def events(self) -> list[dict]:
         text = self.log_path.read_bytes()[self.start_offset :].decode()
@@ -183,9 +183,9 @@ def test_sigterm_kill_9_a_second_sigterm_and_restarts_settle_every_clip_exactly_
     assert robot.events()[-1]["event"] == "robot.stopped"
 
     # Every clip on disk has one outbox row in a final state, and the chain holds each CID once.
-    from storage.ledger.chain import open_chain
+    from storage.ledger.web3_ledger import open_ledger
     from storage.content.cid import Cid
-    from storage.outbox import Outbox
+    from storage.outbox.states import Outbox
 
     outbox = Outbox(data / "outbox.sqlite")
     rows = outbox.entries()
@@ -194,7 +194,7 @@ def test_sigterm_kill_9_a_second_sigterm_and_restarts_settle_every_clip_exactly_
     assert {r.state for r in rows} <= set(FINAL), {r.clip_id: (r.state, r.last_error) for r in rows if r.state not in FINAL}
     settled = [r for r in rows if r.state == "settled"]
     assert len(settled) >= 3
-    chain = open_chain("", data)
+    chain = open_ledger("", data)
     digests = [bytes(d) for e in chain.registry.events.BatchSubmitted().get_logs(from_block=chain.deployment.block) for d in e["args"]["digests"]]
     assert len(digests) == len(set(digests)), "a clip was submitted twice"
     assert set(digests) == {Cid.parse(r.cid).digest for r in settled}

@@ -16,7 +16,7 @@ import pytest
 import textual
 
 from collector.config import from_mapping
-from collector.doctor import Check
+from knack.doctor import Check
 from collector.identity import from_environment
 from collector.simulator import IMU_FIELDS
 from tui.app import KnackApp
@@ -47,7 +47,7 @@ def app(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(2**40, 2**39, 100 * 2**30))
     monkeypatch.setattr("collector.devices.list_cameras", lambda: [])
     monkeypatch.setattr("collector.devices.list_serial_ports", lambda: [])
-    monkeypatch.setattr("collector.doctor.run_checks", lambda config: [
+    monkeypatch.setattr("knack.doctor.run_checks", lambda config: [
         Check("models", "ok", "palm, landmarks, face: CPUExecutionProvider"),
         Check("content store", "ok", "embedded block store in data/blocks.sqlite"),
         Check("chain", "ok", "embedded chain in data/chain"),

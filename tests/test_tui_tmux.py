@@ -64,7 +64,7 @@ def test_knack_tui_demo_in_a_real_terminal(terminal, tmp_path):
     command = " ".join([
         "env", "-u", "COLUMNS", "-u", "LINES",  # else the app would keep the size they say, not the terminal's
         *(f"{k}={shlex.quote(v)}" for k, v in env.items()),
-        shlex.quote(sys.executable), "-m", "collector.cli", "tui", "--demo", "--clip-seconds", "0",
+        shlex.quote(sys.executable), "-m", "knack", "tui", "--demo", "--clip-seconds", "0",
     ])
     # The pane outlives the app, so what it prints on the way out can be read.
     terminal.tmux("new-session", "-d", "-s", "tui", "-x", "150", "-y", "45", "-c", str(tmp_path), f"{command}; echo KNACK-EXIT $?; sleep 120")

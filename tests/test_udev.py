@@ -355,7 +355,7 @@ def test_knack_udev_refuses_a_pty_in_one_line_with_exit_1(tmp_path):
     try:
         pty = os.ttyname(slave)
         env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "share"))
-        out = subprocess.run([sys.executable, "-m", "collector.cli", "udev", pty], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        out = subprocess.run([sys.executable, "-m", "knack", "udev", pty], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     finally:
         os.close(slave)
         os.close(master)

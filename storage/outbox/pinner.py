@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from collector.bundle import MANIFEST
 from storage.content.cid import Cid
 from storage.content.ipfs import CidMismatch, ContentStore, StoreUnavailable
+from storage.outbox.rounds import Rounds
 from storage.outbox.states import Outbox
 
 log = logging.getLogger("knack.storage")
@@ -91,44 +91,16 @@ def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None, remot
     return results
 
 
-class Pinner:
-    """A background thread that pins what is due every few seconds and at once when woken."""
+class Pinner(Rounds):
+    """Pins what is due every few seconds and at once when woken, in a thread of its own."""
+
+    name = "knack-pinner"
 
     def __init__(self, outbox: Outbox, store: ContentStore, interval: float = 5.0, on_pinned=None, remote=None):
-        self.outbox, self.store, self.interval, self.on_pinned, self.remote = outbox, store, interval, on_pinned, remote
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="knack-pinner", daemon=True)
+        super().__init__(interval)
+        self.outbox, self.store, self.on_pinned, self.remote = outbox, store, on_pinned, remote
 
-    def start(self) -> "Pinner":
-        self._thread.start()
-        return self
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def close(self, drain: bool = True, timeout: float | None = None) -> None:
-        """Stops after one last round (when `drain`), so clips accepted just now are pinned too."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-        if drain:
-            self._round()
-
-    def _round(self) -> None:
+    def round(self) -> None:
         for result in pin_due(self.outbox, self.store, remote=self.remote):
             if self.on_pinned:
                 self.on_pinned(result)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._round()
-            except Exception:  # the thread must outlive one bad round; the outbox keeps every clip
-                log.exception("pinning round failed")
-            self._wake.wait(self.interval)
-            self._wake.clear()

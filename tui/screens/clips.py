@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Select, Static
 
-from collector.clips import ClipView, clip_views, describe
+from knack.clips import ClipView, clip_views, describe
 from storage.outbox import DISCARDABLE, STATES
 
 REFRESH_S = 1.0

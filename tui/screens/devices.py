@@ -34,7 +34,7 @@ class DevicesScreen(Screen):
     def action_refresh(self) -> None:
         from collector.config import to_toml
         from collector.devices import format_devices, list_cameras, list_serial_ports
-        from collector.doctor import run_checks
+        from knack.doctor import run_checks
 
         config = self.app.session.config
         devices = format_devices(list_cameras(), list_serial_ports())

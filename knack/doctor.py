@@ -122,7 +122,7 @@ def _ipfs(config: Config) -> Check:
 
 def _chain(config: Config) -> Check:
     if not config.storage.chain_rpc:
-        from storage.ledger.chain import Deployment
+        from storage.ledger.base import Deployment
 
         deployment = Deployment.load(config.data_path / "chain" / "deployment-embedded.json")
         where = f"registry {deployment.registry}" if deployment else "contracts deployed on first use"

@@ -1,0 +1,5 @@
+import sys
+
+from knack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,368 @@
+"""What each `knack` subcommand does (knack/cli.py parses the arguments): it opens what it needs through
+knack.wiring, runs it, and prints what a person reads; a failure is one line and an exit code."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from collector.config import ConfigError, load
+from knack import wiring
+from knack.wiring import device_key, ledger_name, validator_key
+
+
+def _load(args):
+    return load(args.config)
+
+
+def cmd_devices(args) -> int:
+    from collector.devices import devices_as_dict, format_devices, list_cameras, list_serial_ports
+
+    cameras, ports = list_cameras(), list_serial_ports()
+    print(json.dumps(devices_as_dict(cameras, ports), indent=2) if args.json else format_devices(cameras, ports))
+    return 0
+
+
+def cmd_udev(args) -> int:
+    from collector.devices import list_cameras, list_serial_ports, usb_interface_of
+    from collector.udev_rules import UdevRuleError, no_usb_identity, rule_for, rules_file, rules_for
+
+    cameras, ports = list_cameras(), list_serial_ports()
+    interfaces = {d.path: usb_interface_of(d.path) for d in (*cameras, *ports)}
+    by_node = {Path(os.path.realpath(d.path)): d for d in (*cameras, *ports)}
+    try:
+        if not args.path:
+            text = rules_for(cameras, ports, interfaces)
+        elif args.name and len(args.path) > 1:
+            raise UdevRuleError("--name names one device: give one path")
+        else:
+            rules = []
+            for path in args.path:
+                node = Path(os.path.realpath(path))
+                if not node.exists():
+                    raise UdevRuleError(f"{path}: no such device")
+                if node not in by_node:  # a pty, a file: nothing udev could match
+                    raise no_usb_identity(path)
+                device = by_node[node]
+                rules.append(rule_for(device, interfaces[device.path], args.name))
+            text = rules_file(rules)
+    except UdevRuleError as exc:
+        print(f"knack: error: {exc}", file=sys.stderr)
+        return 1
+    print(text, end="")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from collector.doctor import run_checks
+    from collector.config import to_toml
+
+    config = _load(args)
+    print("Effective configuration:\n")
+    print(to_toml(config))
+    print(f"Data directory: {config.data_path}")
+    print("\nReal parts:")
+    worst = 0
+    for check in run_checks(config):
+        print(f"  {check.status:<5} {check.part:<22} {check.detail}")
+        worst = max(worst, {"ok": 0, "info": 0, "warn": 0, "fail": 1}[check.status])
+    return worst
+
+
+def cmd_verify(args) -> int:
+    from collector.bundle import verify_bundle
+
+    failed = 0
+    for clip in args.clip_dir:
+        result = verify_bundle(Path(clip))
+        if result.ok:
+            print(f"OK      {clip}  (every file matches; signed by device {result.signer})")
+        else:
+            failed += 1
+            print(f"FAILED  {clip}")
+            for problem in result.problems:
+                print(f"        - {problem}")
+    return 1 if failed else 0
+
+
+def cmd_simulate(args) -> int:
+    from collector.config import stream_toml
+    from collector.simulator import SerialSimulator, SimulatorConfig, stream_config
+    from knack.record import stop_event
+
+    if args.what == "joints":
+        sim_config = SimulatorConfig(rate=args.rate, protocol=args.protocol, garbage=args.garbage, link=args.link or "", stream="joints", joints=args.joints)
+        what, kind = f"{args.joints}-joint arm", "joints"
+    else:
+        sim_config = SimulatorConfig(rate=args.rate, protocol=args.protocol, garbage=args.garbage, replay=args.replay or "", link=args.link or "")
+        what, kind = "IMU glove", "serial"
+    sim = SerialSimulator(sim_config)
+    print(f"Simulated {what} on {sim.port} ({args.protocol}, {args.rate:g} Hz); stop with Ctrl-C", flush=True)
+    print("Paste this into knack.toml to record it:\n", flush=True)
+    print(stream_toml(kind, stream_config(sim_config, args.link or sim.port)), flush=True)
+    stop = stop_event()
+    with sim:
+        stop.wait(args.duration if args.duration else None)
+    print(f"sent {sim.sent} samples ({sim.corrupted} corrupted on purpose, {sim.overrun} buffer overruns with no reader)")
+    return 0
+
+
+def cmd_record(args) -> int:
+    import dataclasses
+
+    from knack.record import run_recording
+    from knack.session import DeviceSession
+
+    config = _load(args)
+    if args.clip_seconds is not None:
+        config = dataclasses.replace(config, recorder=dataclasses.replace(config.recorder, clip_seconds=args.clip_seconds)).validate()
+    if not config.camera and not config.serial and not config.joints:
+        raise ConfigError("no sources configured: add [[camera]], [[serial]] or [[joints]] tables to knack.toml (see `knack devices`)")
+    key = device_key(config)
+    print(f"Recording to {config.clips_path} as device {key.address}; stop with Ctrl-C")
+    session = DeviceSession(config, key, label=False if args.no_label else None)
+    run = run_recording(session, args.duration, until_sources_end=args.until_end)
+    accepted = sum(r.accepted for r in run.labeled)
+    pinned = sum(not p.error for p in run.pinned)
+    print(f"{len(run.written)} clip(s) written, {run.recorder.totals.failed} failed; {len(run.labeled)} labeled: {accepted} accepted, {len(run.labeled) - accepted} rejected; {pinned} pinned")
+    return 1 if run.recorder.totals.failed else 0
+
+
+def cmd_label(args) -> int:
+    from collector.labeling import LabelError, Labeler
+    from knack.record import labeled_line
+
+    config = _load(args)
+    key = device_key(config)
+    labeler = Labeler(config, key)
+    print(f"Labeling on {labeler.provider}: " + ", ".join(f"{m['name']} {m['version']}" for m in labeler.models.describe()))
+    failed = rejected = 0
+    for clip in args.clip_dir:
+        try:
+            result = labeler.label(Path(clip))
+        except LabelError as exc:
+            failed += 1
+            print(f"  FAILED   {clip}: {exc}")
+            continue
+        rejected += not result.accepted
+        print(labeled_line(result))
+    print(f"{len(args.clip_dir) - failed - rejected} accepted, {rejected} rejected, {failed} not labeled")
+    return 1 if failed else 0
+
+
+def cmd_cid(args) -> int:
+    from storage.content.unixfs import UnixfsError, add_path
+
+    try:
+        print(add_path(args.path).cid)
+    except UnixfsError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
+
+
+def cmd_pin(args) -> int:
+    from storage.outbox.pinner import pin_due
+
+    config = _load(args)
+    outbox, store = wiring.open_outbox(config), wiring.open_store(config)
+    failed = 0
+    for result in pin_due(outbox, store, remote=wiring.remote_pinning(config)):
+        failed += bool(result.error)
+        print(f"{'pinned ' if not result.error else 'FAILED '} {result.clip_id}  {result.cid or ''}{'  ' + result.error if result.error else ''}")
+    counts = outbox.counts()
+    print(f"{counts['pinned']} pinned, {counts['accepted']} waiting to be pinned")
+    return 1 if failed else 0
+
+
+def cmd_status(args) -> int:
+    import datetime
+
+    config = _load(args)
+    outbox, store = wiring.open_outbox(config), wiring.open_store(config)
+    counts = outbox.counts()
+    if args.json:
+        oldest = outbox.oldest_pending()
+        print(json.dumps({"counts": counts, "store": store.name, "oldest_pending": oldest.__dict__ if oldest else None, "clips": [e.__dict__ for e in outbox.entries()]}, indent=2, default=str))
+        return 0
+    print(f"Store: {store.name}")
+    print("  ".join(f"{state} {n}" for state, n in counts.items()))
+    oldest = outbox.oldest_pending()
+    if oldest:
+        age = datetime.timedelta(seconds=int(time.time() - oldest.created))
+        print(f"Oldest pending: {oldest.clip_id} ({oldest.state}, waiting {age})" + (f", last error: {oldest.last_error}" if oldest.last_error else ""))
+    for entry in outbox.entries():
+        if entry.last_error:
+            print(f"  {entry.clip_id}  {entry.state}  try {entry.attempts}: {entry.last_error}")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    outbox = wiring.open_outbox(_load(args))
+    count = outbox.retry(args.clip_id or None)
+    print(f"{count} clip(s) will be tried again at once (run `knack pin`, or they go with the next recording)")
+    return 0
+
+
+def cmd_clips(args) -> int:
+    import dataclasses as dc
+
+    from knack.clips import clip_view, clip_views, describe
+
+    outbox = wiring.open_outbox(_load(args))
+    if args.clip_id:
+        entry = outbox.get(args.clip_id)
+        if entry is None or entry.state == "discarded":
+            print(f"no clip {args.clip_id} in the outbox (`knack clips` lists them)", file=sys.stderr)
+            return 1
+        view = clip_view(outbox, entry)
+        print(json.dumps(dc.asdict(view), indent=2, default=str) if args.json else "\n".join(describe(view)))
+        return 0
+    views = clip_views(outbox, args.state)
+    if args.json:
+        print(json.dumps([{k: v for k, v in dc.asdict(view).items() if k != "manifest"} for view in views], indent=2, default=str))
+        return 0
+    for v in views:
+        quality = f"{v.quality:.2f}" if v.quality is not None else "-"
+        reward = f"+{v.reward_tokens} KNACK" if v.reward_tokens else ""
+        print(f"{v.clip_id}  {v.state:<9} {quality:>5}  {v.hands:<14} {reward:<16} {v.reason}")
+    if not views:
+        print("no clips" + (f" in state {args.state}" if args.state else "") + " in the outbox")
+    return 0
+
+
+def cmd_discard(args) -> int:
+    from storage.outbox.discard import DiscardError, discard
+
+    config = _load(args)
+    outbox = wiring.open_outbox(config)
+    failed = 0
+    for clip_id in args.clip_id:
+        try:
+            discard(outbox, config.clips_path, clip_id)
+            print(f"discarded {clip_id}")
+        except (DiscardError, OSError) as exc:
+            print(f"not discarded: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def cmd_export_car(args) -> int:
+    from collector.bundle import MANIFEST
+
+    config = _load(args)
+    clip = Path(args.clip)
+    if not (clip / MANIFEST).is_file():
+        candidate = config.clips_path / args.clip
+        clip = candidate if (candidate / MANIFEST).is_file() else clip
+    if not (clip / MANIFEST).is_file():
+        raise ConfigError(f"{args.clip} is not a clip directory or a clip id under {config.clips_path}")
+    store = wiring.embedded_store(config)
+    root = store.add(clip)
+    out = Path(args.output or f"{clip.name}.car")
+    with open(out, "wb") as f:
+        blocks = store.export_car(root, f)
+    print(f"{out}: CARv1 with root {root}, {blocks} blocks (import with `ipfs dag import {out}`)")
+    return 0
+
+
+def cmd_chain_deploy(args) -> int:
+    config = _load(args)
+    ledger = wiring.open_ledger(config)
+    admin = validator_key(config)
+    deployment = ledger.deploy(admin, admin.address)
+    print(f"Deployed on {ledger_name(config)} (chain id {deployment.chain_id}): ClipRegistry {deployment.registry}, KnackToken {deployment.token}; admin and validator {admin.address}")
+    return 0
+
+
+def _deployed_ledger(config):
+    """The ledger, deployed: the embedded chain deploys itself on first use (asking for the validator key
+    that administers it); a real chain needs `knack chain deploy`."""
+    ledger = wiring.open_ledger(config)
+    if ledger.deployment is None and ledger.embedded:
+        admin = validator_key(config)
+        ledger.deploy(admin, admin.address)
+    return ledger
+
+
+def cmd_submit(args) -> int:
+    from storage.outbox.submitter import submit_due, sync_settlements
+
+    config = _load(args)
+    outbox = wiring.open_outbox(config)
+    ledger = _deployed_ledger(config)
+    key = device_key(config)
+    failed = 0
+    for result in submit_due(outbox, ledger, key):
+        failed += bool(result.error)
+        print(f"batch {result.batch_id}: {len(result.clip_ids)} clip(s) submitted in {result.tx_hash}" if not result.error else f"NOT SUBMITTED {len(result.clip_ids)} clip(s): {result.error}")
+    print(f"{sync_settlements(outbox, ledger)} clip(s) newly settled by the validator")
+    return 1 if failed else 0
+
+
+def verdict_lines(batch_id: int, verdicts) -> list[str]:
+    accepted = sum(v.accepted for v in verdicts)
+    lines = [f"batch {batch_id}: {accepted} accepted, {len(verdicts) - accepted} rejected"]
+    lines += [f"  rejected {v.cid}: {v.reason.text}{' (' + v.detail + ')' if v.detail else ''}" for v in verdicts if not v.accepted]
+    return lines
+
+
+def cmd_validate(args) -> int:
+    config = _load(args)
+    ledger = _deployed_ledger(config)
+    validator = wiring.open_validator(config, ledger, wiring.open_store(config), validator_key(config))
+    while True:
+        for batch_id, verdicts in validator.run_once().items():
+            print("\n".join(verdict_lines(batch_id, verdicts)))
+        if not args.watch:
+            return 0
+        time.sleep(args.interval)
+
+
+def cmd_rewards(args) -> int:
+    from storage.ledger.rewards import rewards_view
+
+    config = _load(args)
+    ledger = wiring.open_ledger(config)
+    if ledger.deployment is None:
+        raise ConfigError(f"nothing is deployed on {ledger_name(config)} in {config.data_path} yet: no rewards to show (run `knack demo`, or `knack chain deploy` for a real chain)")
+    view = rewards_view(ledger, wiring.contributor_address(config, args.address))
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"Contributor {view['address']} on {ledger_name(config)}")
+    print(f"  balance   {view['balance_tokens']} KNACK")
+    print(f"  clips     {view['accepted']} accepted, {view['pending']} pending, {view['rejected']} rejected")
+    for reason, count in view["rejected_reasons"].items():
+        print(f"            {count} x {reason}")
+    for event in view["events"][-10:]:
+        print(f"  block {event['block']:>6}  batch {event['batch']:>4}  {event['accepted']} accepted  {event['rejected']} rejected  +{event['reward_tokens']} KNACK")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from knack.demo import run_demo
+
+    return run_demo(_load(args), data_dir=args.data_dir, clip_seconds=args.clip_seconds)
+
+
+def cmd_tui(args) -> int:
+    """The Textual app; with --demo on the bundled sample video (looping) and the sensor simulator."""
+    from knack.demo import demo_keys, looping_demo
+    from tui.app import run
+
+    base = _load(args)
+    if not args.demo:
+        return run(base, device_key(base))
+    # Both keys are unlocked before the app owns the terminal: in a demo the app validates its own clips.
+    target = Path(args.data_dir) if args.data_dir else base.data_path / "demo"
+    key, validator = demo_keys(base, target)
+    with looping_demo(base, target, args.clip_seconds) as config:
+        return run(config, key, demo=True, validator_key=validator)
+
+
+def cmd_robot(args) -> int:
+    from robot.command import cmd_robot as run
+
+    return run(args)

@@ -1,8 +1,11 @@
-"""The `knack` command line: argument parsing only. Each subcommand names its function in knack.commands,
-imported once the arguments are read, so `knack --help` starts without loading a model, a chain or a camera."""
+"""The `knack` command line: argument parsing only. Each subcommand names the function that runs it as
+"module:function" (knack.commands, and the app's and the service's own entry points in tui/ and robot/, the
+way console scripts name theirs), imported once the arguments are read: `knack --help` loads no model, chain
+or camera, and the layers below never import the command line back."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
@@ -28,23 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole flow on the bundled sample recording and the sensor simulator")
     p.add_argument("--data-dir", help="where the demo writes (default: <data_dir>/demo)")
     p.add_argument("--clip-seconds", type=float, default=2.5)
-    p.set_defaults(func="cmd_demo")
+    p.set_defaults(func="knack.commands:cmd_demo")
 
     p = sub.add_parser("tui", help="the operator's terminal app: record, clips, rewards, devices")
     p.add_argument("--demo", action="store_true", help="on the bundled sample recording and the sensor simulator, in <data_dir>/demo")
     p.add_argument("--data-dir", help="with --demo: where it writes (default: <data_dir>/demo)")
     p.add_argument("--clip-seconds", type=float, default=5.0, help="with --demo: clip length while recording (0: cut only on start/stop/split)")
-    p.set_defaults(func="cmd_tui")
+    p.set_defaults(func="tui.command:cmd_tui")
 
     p = sub.add_parser("robot", help="run headless as a service: capture, label, upload and settle; JSON-line logs, /healthz and /metrics")
-    p.set_defaults(func="cmd_robot")
+    p.set_defaults(func="robot.command:cmd_robot")
 
     p = sub.add_parser("record", help="record clips from the configured sources until Ctrl-C")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--clip-seconds", type=float, help="override recorder.clip_seconds")
     p.add_argument("--until-end", action="store_true", help="stop when every video-file camera has ended")
     p.add_argument("--no-label", action="store_true", help="do not label clips as they are written (label them later with `knack label`)")
-    p.set_defaults(func="cmd_record")
+    p.set_defaults(func="knack.commands:cmd_record")
 
     p = sub.add_parser("simulate", help="simulate hardware for testing without it")
     simsub = p.add_subparsers(dest="what", required=True)
@@ -55,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--replay", help="stream the values of this IMU CSV log instead of synthetic motion")
     s.add_argument("--link", help="also make this path a symlink to the port (a stable name, like a udev rule)")
     s.add_argument("--duration", type=float, help="stop after this many seconds")
-    s.set_defaults(func="cmd_simulate")
+    s.set_defaults(func="knack.commands:cmd_simulate")
     s = simsub.add_parser("joints", help="stream a robot arm's joint states (position, velocity, effort) on a pseudo-terminal")
     s.add_argument("--joints", type=int, default=6, help="how many joints (1 to 64)")
     s.add_argument("--rate", type=float, default=100.0, help="samples per second (up to 10000)")
@@ -63,85 +66,84 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--garbage", type=float, default=0.0, help="probability per sample of injected noise or a corrupt frame")
     s.add_argument("--link", help="also make this path a symlink to the port (a stable name, like a udev rule)")
     s.add_argument("--duration", type=float, help="stop after this many seconds")
-    s.set_defaults(func="cmd_simulate")
+    s.set_defaults(func="knack.commands:cmd_simulate")
 
     p = sub.add_parser("label", help="label clips again: hands, faces blurred, quality, accept/reject (re-signs the manifest)")
     p.add_argument("clip_dir", nargs="+")
-    p.set_defaults(func="cmd_label")
+    p.set_defaults(func="knack.commands:cmd_label")
 
     p = sub.add_parser("cid", help="print the IPFS CID of a file or directory without storing it (ipfs add -r -Q --only-hash --cid-version=1)")
     p.add_argument("path")
-    p.set_defaults(func="cmd_cid")
+    p.set_defaults(func="knack.commands:cmd_cid")
 
     p = sub.add_parser("pin", help="pin every accepted clip that is due to the content store now")
-    p.set_defaults(func="cmd_pin")
+    p.set_defaults(func="knack.commands:cmd_pin")
 
     p = sub.add_parser("status", help="clips by state in the outbox, the oldest pending one, and errors")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func="cmd_status")
+    p.set_defaults(func="knack.commands:cmd_status")
 
     p = sub.add_parser("retry", help="try failed or waiting uploads again now")
     p.add_argument("clip_id", nargs="*", help="clip ids (default: every pending clip)")
-    p.set_defaults(func="cmd_retry")
+    p.set_defaults(func="knack.commands:cmd_retry")
 
     p = sub.add_parser("clips", help="every clip with its state, quality, reason, CID, transaction and reward")
     p.add_argument("clip_id", nargs="?", help="one clip in full: manifest, CID, transaction and reward")
     p.add_argument("--state", choices=STATES, help="only clips in this state")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func="cmd_clips")
+    p.set_defaults(func="knack.commands:cmd_clips")
 
     p = sub.add_parser("discard", help="delete clips not shared yet (recorded, labeled, accepted or rejected): files and outbox row")
     p.add_argument("clip_id", nargs="+")
-    p.set_defaults(func="cmd_discard")
+    p.set_defaults(func="knack.commands:cmd_discard")
 
     p = sub.add_parser("export-car", help="write a clip as a CARv1 file that any IPFS node imports")
     p.add_argument("clip", help="a clip directory or clip id")
     p.add_argument("-o", "--output", help="file to write (default: <clip_id>.car)")
-    p.set_defaults(func="cmd_export_car")
+    p.set_defaults(func="knack.commands:cmd_export_car")
 
     p = sub.add_parser("chain", help="the chain: deploy the registry and token")
     chainsub = p.add_subparsers(dest="what", required=True)
     c = chainsub.add_parser("deploy", help="deploy ClipRegistry and KnackToken; addresses go into the data directory")
-    c.set_defaults(func="cmd_chain_deploy")
+    c.set_defaults(func="knack.commands:cmd_chain_deploy")
 
     p = sub.add_parser("submit", help="submit pinned clips to the registry in batches, and read settlements back")
-    p.set_defaults(func="cmd_submit")
+    p.set_defaults(func="knack.commands:cmd_submit")
 
     p = sub.add_parser("validate", help="check submitted clips by CID and settle their batches on chain (validator role)")
     p.add_argument("--watch", action="store_true", help="keep watching for new batches")
     p.add_argument("--interval", type=float, default=10.0)
-    p.set_defaults(func="cmd_validate")
+    p.set_defaults(func="knack.commands:cmd_validate")
 
     p = sub.add_parser("rewards", help="a contributor's token balance, accepted/pending/rejected clips and reward events")
     p.add_argument("address", nargs="?", help="an EVM address (default: this device's contributor)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func="cmd_rewards")
+    p.set_defaults(func="knack.commands:cmd_rewards")
 
     p = sub.add_parser("verify", help="check every file hash and the device signature of clip bundles")
     p.add_argument("clip_dir", nargs="+")
-    p.set_defaults(func="cmd_verify")
+    p.set_defaults(func="knack.commands:cmd_verify")
 
     p = sub.add_parser("devices", help="list cameras and serial ports, to write knack.toml (stable names: knack udev)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func="cmd_devices")
+    p.set_defaults(func="knack.commands:cmd_devices")
 
     p = sub.add_parser("udev", help="print udev rules giving USB cameras and serial ports stable names under /dev/knack/ (see udev/README.md)")
     p.add_argument("path", nargs="*", help="device paths such as /dev/video0, /dev/ttyUSB0 or a /dev/serial/by-id link (default: every USB camera and serial port)")
     p.add_argument("--name", help="with one path: the link name under /dev/knack/, e.g. wrist_cam (default: kind-vendor-product-serial)")
-    p.set_defaults(func="cmd_udev")
+    p.set_defaults(func="knack.commands:cmd_udev")
 
     p = sub.add_parser("doctor", help="print the effective configuration and which real parts are reachable")
-    p.set_defaults(func="cmd_doctor")
+    p.set_defaults(func="knack.commands:cmd_doctor")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from knack import commands
-
+    module, _, function = args.func.partition(":")
     try:
-        return getattr(commands, args.func)(args)
+        return getattr(importlib.import_module(module), function)(args)
     except (ConfigError, IdentityError, CardError, ChainError) as exc:
         print(f"knack: error: {exc}", file=sys.stderr)
         return 2

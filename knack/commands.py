@@ -56,7 +56,7 @@ def cmd_udev(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from collector.doctor import run_checks
+    from knack.doctor import run_checks
     from collector.config import to_toml
 
     config = _load(args)
@@ -345,24 +345,3 @@ def cmd_demo(args) -> int:
     from knack.demo import run_demo
 
     return run_demo(_load(args), data_dir=args.data_dir, clip_seconds=args.clip_seconds)
-
-
-def cmd_tui(args) -> int:
-    """The Textual app; with --demo on the bundled sample video (looping) and the sensor simulator."""
-    from knack.demo import demo_keys, looping_demo
-    from tui.app import run
-
-    base = _load(args)
-    if not args.demo:
-        return run(base, device_key(base))
-    # Both keys are unlocked before the app owns the terminal: in a demo the app validates its own clips.
-    target = Path(args.data_dir) if args.data_dir else base.data_path / "demo"
-    key, validator = demo_keys(base, target)
-    with looping_demo(base, target, args.clip_seconds) as config:
-        return run(config, key, demo=True, validator_key=validator)
-
-
-def cmd_robot(args) -> int:
-    from robot.command import cmd_robot as run
-
-    return run(args)

@@ -348,7 +348,9 @@ def test_joint_states_are_recorded_in_sensors_parquet_on_the_video_clock(simulat
 
 def test_knack_simulate_joints_prints_the_config_to_use(capsys):
     import signal
+    import tomllib
 
+    from collector.config import from_mapping
     from knack.cli import main
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -358,4 +360,8 @@ def test_knack_simulate_joints_prints_the_config_to_use(capsys):
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     out = capsys.readouterr().out
-    assert '[[joints]]  port = "/dev/pts/' in out and 'protocol = "binary"  joints = ["shoulder_pan", "shoulder_lift"]' in out
+    table = out[out.index("[[joints]]") : out.index("\nsent ")]
+    config = from_mapping(tomllib.loads(table))
+    [joints] = config.joints
+    assert joints.port.startswith("/dev/pts/") and joints.protocol.value == "binary"
+    assert joints.joints == ("shoulder_pan", "shoulder_lift") and joints.nominal_rate == 100.0

@@ -161,3 +161,39 @@ def test_a_simulator_held_up_by_a_busy_host_loses_nothing(simulator, monkeypatch
     seqs = [s.values[source.channels.index("seq")] for s in samples]
     assert len(seqs) == 550 and seqs == list(range(int(seqs[0]), int(seqs[0]) + 550))
     assert sim.overrun == 0 and source.stats.lost == 0
+
+
+@pytest.mark.parametrize("protocol", ["csv", "jsonl", "kv", "binary"])
+def test_the_table_knack_simulate_prints_pastes_into_knack_toml_and_reads_every_sample(tmp_path, protocol):
+    """`knack simulate serial` prints a [[serial]] table; pasted as is into knack.toml, it reads the simulator
+    with no parse error from the first line on (a CSV device sends its header only at boot: csv_columns)."""
+    import os
+    import subprocess
+    import sys
+
+    from collector.config import load
+    from collector.sources import make_sources
+
+    proc = subprocess.Popen([sys.executable, "-m", "knack", "simulate", "serial", "--protocol", protocol, "--duration", "20"], stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        lines = []
+        while not (lines and lines[-1] == "" and any(line.startswith("[[serial]]") for line in lines)):
+            line = proc.stdout.readline()
+            assert line, "knack simulate ended before printing its table"
+            lines.append(line.rstrip("\n"))
+        table = "\n".join(lines[lines.index("[[serial]]") :])
+        (tmp_path / "knack.toml").write_text(table)
+        config = load(tmp_path / "knack.toml", env={})
+        [source] = make_sources(config)
+        source.start(Clock())
+        try:
+            samples = drain(source, 100)
+        finally:
+            source.stop()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    errors = dict(source.stats.errors)
+    assert errors.pop("partial line", 0) <= 1  # the port opened in the middle of a line: that line is cut
+    assert len(samples) == 100 and not errors, errors
+    assert config.serial[0].protocol.value == protocol

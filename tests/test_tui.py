@@ -1,10 +1,16 @@
 """`knack tui` driven through Textual's pilot with real parts: the sample video as camera, the sensor
-simulator on a pty, the shipped models, the embedded block store and the embedded chain."""
+simulator on a pty, the shipped models, the embedded block store and the embedded chain. The last tests
+post the session's typed events from a thread of their own, as its stages do, to pin down how the app
+hears them: as messages, with no timer reading the outbox or the chain."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import threading
 import time
+import typing
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +18,11 @@ from collector.config import from_mapping
 from collector.identity import load_or_create
 from collector.sample import SAMPLE_IMU, SAMPLE_VIDEO
 from collector.simulator import IMU_FIELDS
-from tui.app import KnackApp
-from tui.session import Session
+from collector.labeling.labeler import Labeled
+from knack import events as ev
+from knack.session import DeviceSession
+from tui import messages as msg
+from tui.app import CHAIN_EVERY_S, KnackApp
 
 SIZE = (160, 48)
 
@@ -57,8 +66,13 @@ async def until(pilot, predicate, timeout: float, what: str) -> None:
         await pilot.pause(0.2)
 
 
-def run_app(session: Session, scenario, demo: bool = False) -> KnackApp:
-    app = KnackApp(session, demo=demo)
+def tui_session(config, key, validator_key=None) -> DeviceSession:
+    """The session as `knack tui` makes it."""
+    return DeviceSession(config, key, validator_key=validator_key, chain_every_s=CHAIN_EVERY_S)
+
+
+def run_app(session: DeviceSession, scenario, demo: bool = False, app: KnackApp | None = None) -> KnackApp:
+    app = app or KnackApp(session, demo=demo)
 
     async def drive() -> None:
         async with app.run_test(size=SIZE) as pilot:
@@ -79,7 +93,7 @@ def notices(app) -> list[str]:
 def test_record_a_clip_and_watch_it_settle_and_the_balance_rise(bench_config, device_key, validator_key):
     """The acceptance path: r, s on Record; the clip goes recorded -> accepted -> pinned -> submitted ->
     settled on Clips; the balance rises on Rewards. All from keys shown in the footer."""
-    session = Session(bench_config(), device_key, validator_key=validator_key)
+    session = tui_session(bench_config(), device_key, validator_key=validator_key)
     seen_states: list[str] = []
 
     async def scenario(app, pilot):
@@ -131,7 +145,7 @@ def test_record_a_clip_and_watch_it_settle_and_the_balance_rise(bench_config, de
 
 def test_rewards_for_any_address_and_a_clear_error_for_a_bad_one(bench_config, device_key, validator_key):
     """A contributor types an address: it is read from the chain; a malformed one is said in the card."""
-    session = Session(bench_config(), device_key, validator_key=validator_key)
+    session = tui_session(bench_config(), device_key, validator_key=validator_key)
     stranger = "0x" + "ab" * 20
 
     async def scenario(app, pilot):
@@ -157,7 +171,7 @@ def test_rewards_for_any_address_and_a_clear_error_for_a_bad_one(bench_config, d
 
 def test_an_unplugged_camera_is_reported_and_the_glove_keeps_recording(bench_config, device_key, tmp_path):
     """A camera that is not there: one-line notification, the card turns red, serial samples keep coming."""
-    session = Session(bench_config(camera_source="/dev/video97"), device_key)
+    session = tui_session(bench_config(camera_source="/dev/video97"), device_key)
 
     async def scenario(app, pilot):
         screen = app.screen
@@ -174,7 +188,7 @@ def test_an_unplugged_camera_is_reported_and_the_glove_keeps_recording(bench_con
 
 
 def test_serial_garbage_is_counted_on_the_card(bench_config, device_key):
-    session = Session(bench_config(garbage=0.05), device_key)
+    session = tui_session(bench_config(garbage=0.05), device_key)
 
     async def scenario(app, pilot):
         card = app.screen.query_one("#card-glove")
@@ -187,7 +201,7 @@ def test_discard_from_the_clips_screen_asks_first(bench_config, device_key):
     """d asks; n keeps the clip, d then y deletes its files and its outbox row."""
     config = bench_config()
     config = dataclasses.replace(config, labeler=dataclasses.replace(config.labeler, label_on_record=False))
-    session = Session(config, device_key)
+    session = tui_session(config, device_key)
 
     async def scenario(app, pilot):
         await pilot.press("r")
@@ -213,7 +227,7 @@ def test_discard_from_the_clips_screen_asks_first(bench_config, device_key):
 
 def test_devices_help_palette_and_log(bench_config, device_key):
     """The other screens: devices and the real parts, the help screen, the command palette, the log."""
-    session = Session(bench_config(), device_key)
+    session = tui_session(bench_config(), device_key)
 
     async def scenario(app, pilot):
         await pilot.press("4")
@@ -241,3 +255,196 @@ def test_devices_help_palette_and_log(bench_config, device_key):
         assert any("session started" in str(line.text) for line in log.lines)
 
     run_app(session, scenario)
+
+
+# --- the session's events as messages ---------------------------------------------------------------------
+@pytest.fixture
+def quiet_session(tmp_path, device_key):
+    """A session with no sources, not started: nothing happens in it but what a test does."""
+    config = from_mapping({"data_dir": str(tmp_path / "data")}).validate()
+    session = DeviceSession(config, device_key, label=False, chain_every_s=CHAIN_EVERY_S)
+    yield session
+    session.close()
+
+
+def add_clip(session: DeviceSession, clip_id: str) -> Path:
+    path = session.config.clips_path / clip_id
+    path.mkdir(parents=True)
+    (path / "manifest.json").write_text(json.dumps({"clip_id": clip_id, "duration_s": 2.0}))
+    session.outbox.record(clip_id, path)
+    return path
+
+
+def on_a_stage_thread(action) -> None:
+    """Runs `action` as the session's stages do: on a thread that is not the app's."""
+    thread = threading.Thread(target=action)
+    thread.start()
+    thread.join()
+
+
+def drive(app: KnackApp, scenario) -> None:
+    async def run() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await scenario(app, pilot)
+
+    asyncio.run(run())
+
+
+CLIP = "01a20000-0000-7000-8000-000000000001"
+
+
+def labeled(path: Path, accepted: bool = True) -> Labeled:
+    return Labeled(path.name, path, accepted, "accepted: every check passed" if accepted else "rejected: no hands", 0.81, 0, 1.0)
+
+
+def test_every_session_event_has_a_message_of_its_own():
+    kinds = typing.get_args(ev.Event)
+    for kind in kinds:
+        event = kind(*(f"{kind.__name__}.{field.name}" for field in dataclasses.fields(kind)))
+        message = msg.message_for(event)
+        assert type(message).__name__ == kind.__name__
+        assert all(getattr(message, field.name) == getattr(event, field.name) for field in dataclasses.fields(kind))
+    assert len({msg.FOR_EVENT[kind] for kind in kinds}) == len(kinds)
+
+
+def test_a_clip_labeled_on_a_stage_thread_shows_in_the_log(quiet_session):
+    path = add_clip(quiet_session, CLIP)
+
+    async def scenario(app, pilot):
+        on_a_stage_thread(lambda: quiet_session.post(ev.ClipLabeled(labeled(path))))
+        await until(pilot, lambda: any(line.startswith(f"ACCEPTED {CLIP}  quality 0.81") for line in app.log_lines), 5, "the log line")
+
+    drive(KnackApp(quiet_session), scenario)
+
+
+def test_a_clip_labeled_on_a_stage_thread_updates_the_clips_table(quiet_session):
+    path = add_clip(quiet_session, CLIP)
+
+    async def scenario(app, pilot):
+        await pilot.press("2")
+        table = app.screen.query_one("#clips")
+        await until(pilot, lambda: table.row_count == 1 and str(table.get_row_at(0)[1]) == "recorded", 5, "the recorded clip")
+
+        def label() -> None:
+            quiet_session.outbox.decide(CLIP, True)
+            quiet_session.post(ev.ClipLabeled(labeled(path)))
+
+        on_a_stage_thread(label)
+        await until(pilot, lambda: str(table.get_row_at(0)[1]) == "accepted", 3, "the clip to show as accepted")
+
+    drive(KnackApp(quiet_session), scenario)
+
+
+def test_the_clips_screen_reads_the_outbox_only_when_told(quiet_session, monkeypatch):
+    import tui.screens.clips as clips_screen
+
+    reads = []
+    real = clips_screen.clip_views
+    monkeypatch.setattr(clips_screen, "clip_views", lambda outbox: reads.append(time.monotonic()) or real(outbox))
+    add_clip(quiet_session, CLIP)
+
+    async def scenario(app, pilot):
+        await pilot.press("2")
+        await until(pilot, lambda: app.screen.query_one("#clips").row_count == 1, 5, "the clip in the table")
+        before = len(reads)
+        await pilot.pause(2.5)  # the screen used to read every second
+        assert len(reads) == before
+
+    drive(KnackApp(quiet_session), scenario)
+
+
+def test_clips_settled_on_a_stage_thread_refreshes_the_rewards(quiet_session):
+    balance = ["0.0000"]
+
+    def rewards(address):
+        return {"address": address, "balance_tokens": balance[0], "accepted": 0, "pending": 0, "rejected": 0, "rejected_reasons": {}, "events": []}
+
+    quiet_session.rewards = rewards
+
+    async def scenario(app, pilot):
+        await pilot.press("3")
+        summary = app.screen.query_one("#summary")
+        await until(pilot, lambda: "balance     0.0000 KNACK" in str(summary.render()), 5, "the first reading")
+        balance[0] = "1.5000"
+        on_a_stage_thread(lambda: quiet_session.post(ev.ClipsSettled(1)))
+        await until(pilot, lambda: "balance     1.5000 KNACK" in str(summary.render()), 3, "the balance read again")
+
+    drive(KnackApp(quiet_session), scenario)
+
+
+def test_a_chain_problem_shows_on_the_record_screen_while_it_lasts(quiet_session):
+    async def scenario(app, pilot):
+        status = app.screen.query_one("#clip-status")
+        on_a_stage_thread(lambda: quiet_session.post(ev.Problem("chain", "connection refused")))
+        await until(pilot, lambda: "connection refused" in str(status.render()), 3, "the problem on the card")
+        assert app.chain_problem == "connection refused"
+        on_a_stage_thread(lambda: quiet_session.post(ev.ProblemCleared("chain")))
+        await until(pilot, lambda: "connection refused" not in str(status.render()), 3, "the problem to go")
+
+    drive(KnackApp(quiet_session), scenario)
+
+
+def test_a_written_clip_counts_on_the_record_screen(quiet_session):
+    path = add_clip(quiet_session, CLIP)
+
+    async def scenario(app, pilot):
+        status = app.screen.query_one("#clip-status")
+        await until(pilot, lambda: "outbox    1 recorded" in str(status.render()), 3, "the outbox's counts")
+        clip = type("Clip", (), {"clip_id": CLIP, "path": path, "frames": 60, "samples": 400})()
+        on_a_stage_thread(lambda: quiet_session.post(ev.ClipWritten(clip)))
+        await until(pilot, lambda: "clips     1 written" in str(status.render()), 3, "the clip counted")
+
+    drive(KnackApp(quiet_session), scenario)
+
+
+class RequestsHeard(KnackApp):
+    """The app, noting each request a screen makes of it (its own handler still runs after this one)."""
+
+    def __init__(self, session):
+        super().__init__(session)
+        self.requests: list = []
+
+    def on_discard_requested(self, message: msg.DiscardRequested) -> None:
+        self.requests.append(message)
+
+    def on_retry_requested(self, message: msg.RetryRequested) -> None:
+        self.requests.append(message)
+
+
+def test_discard_on_the_clips_screen_is_a_request_the_app_carries_out(quiet_session):
+    path = add_clip(quiet_session, CLIP)
+
+    async def scenario(app, pilot):
+        await pilot.press("2")
+        table = app.screen.query_one("#clips")
+        await until(pilot, lambda: table.row_count == 1, 5, "the clip in the table")
+        await pilot.press("d", "y")
+        await until(pilot, lambda: table.row_count == 0, 3, "the row to go")
+        assert app.requests == [msg.DiscardRequested(CLIP)]
+        assert not path.exists() and quiet_session.outbox.get(CLIP) is None
+
+    drive(RequestsHeard(quiet_session), scenario)
+
+
+def test_retry_on_the_clips_screen_is_a_request_for_the_selected_clip(quiet_session):
+    add_clip(quiet_session, CLIP)
+
+    async def scenario(app, pilot):
+        await pilot.press("2")
+        await until(pilot, lambda: app.screen.query_one("#clips").row_count == 1, 5, "the clip in the table")
+        await pilot.press("t")
+        await until(pilot, lambda: any(line.startswith("retry:") for line in app.log_lines), 3, "the app to retry")
+        assert app.requests == [msg.RetryRequested([CLIP])]
+
+    drive(RequestsHeard(quiet_session), scenario)
+
+
+def test_submit_now_asks_the_session_for_a_chain_round(quiet_session, monkeypatch):
+    asked = []
+    monkeypatch.setattr(quiet_session.chain, "settle_now", lambda: asked.append(True))
+
+    async def scenario(app, pilot):
+        await pilot.press("S")
+        assert asked == [True]
+
+    drive(KnackApp(quiet_session), scenario)

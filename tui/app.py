@@ -1,5 +1,7 @@
 """`knack tui`: the operator's app. Each screen shows what a `knack` command shows, and each key runs what a
-`knack` command runs, through `tui.session.Session`; capture never waits on the UI."""
+`knack` command runs, through the one device session (knack.session.DeviceSession); capture never waits on
+the UI. The session's typed events arrive as messages (tui.messages); what the screens show of them is kept
+in reactive attributes here."""
 from __future__ import annotations
 
 import logging
@@ -11,28 +13,19 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.reactive import reactive
 
+from knack import events as ev
+from knack.session import DeviceSession
+from tui import messages as msg
 from tui.screens.clips import ClipsScreen
 from tui.screens.devices import DevicesScreen
 from tui.screens.help import HelpScreen
 from tui.screens.log import LogScreen
 from tui.screens.record import RecordScreen
 from tui.screens.rewards import RewardsScreen
-from tui.session import Event, Session
 
-CHAIN_EVERY_S = 3.0  # how often pinned clips are submitted and settlements read back
-
-
-class LogLine(Message):
-    def __init__(self, line: str, level: int):
-        super().__init__()
-        self.line, self.level = line, level
-
-
-class SessionEvent(Message):
-    def __init__(self, event: Event):
-        super().__init__()
-        self.event = event
+CHAIN_EVERY_S = 3.0  # how often the session submits pinned clips and reads settlements back
 
 
 class AppLogHandler(logging.Handler):
@@ -45,14 +38,14 @@ class AppLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.app.post_message(LogLine(self.format(record), record.levelno))
+            self.app.post_message(msg.LogLine(self.format(record), record.levelno))
         except Exception:
             self.handleError(record)
 
 
 class KnackApp(App):
     TITLE = "Knack"
-    CSS_PATH = "knack.tcss"
+    CSS_PATH = Path(__file__).with_name("knack.tcss")  # absolute: a subclass elsewhere finds it too
     MODES = {"record": RecordScreen, "clips": ClipsScreen, "rewards": RewardsScreen, "devices": DevicesScreen, "log": LogScreen}
     DEFAULT_MODE = "record"
     BINDINGS = [
@@ -66,17 +59,26 @@ class KnackApp(App):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, session: Session, demo: bool = False, graphics: bool = False):
+    clip_started: reactive[float | None] = reactive(None)  # monotonic time the open clip began; None: idle
+    marks: reactive[int] = reactive(0)  # moments marked in this run
+    clips_written: reactive[int] = reactive(0)  # clips sealed in this run
+    clip_counts: reactive[dict[str, int]] = reactive(dict)  # the outbox: clips by state
+    chain_problem: reactive[str | None] = reactive(None)  # why the chain cannot be used now, if it cannot
+
+    def __init__(self, session: DeviceSession, demo: bool = False, graphics: bool = False):
         super().__init__()
         self.session = session
         self.demo = demo
         self.graphics = graphics  # camera previews as real images (Kitty/Sixel terminals)
         self.sub_title = f"device {session.key.address}" + ("  (demo)" if demo else "")
-        self.clip_started: float | None = None
-        self.marks = 0
         self.log_lines: deque[str] = deque(maxlen=5000)
         self.log_handler = AppLogHandler(self)
-        session.on_event = lambda event: self.post_message(SessionEvent(event))
+        session.listener = self.hear
+
+    def hear(self, event: ev.Event) -> None:
+        """The session's listener, called on its stage threads: posting is thread-safe and never blocks."""
+        if (message := msg.message_for(event)) is not None:
+            self.post_message(message)
 
     def on_mount(self) -> None:
         logging.getLogger().addHandler(self.log_handler)
@@ -85,12 +87,10 @@ class KnackApp(App):
         for line in session.recorder.recovered:
             self.say(line, logging.WARNING)
         if self.demo:
-            policy = session.config.policy
-            self.say(f"demo: the sample video loops as camera and this device validates its own clips; policy relaxed to min_hand_fraction {policy.min_hand_fraction:g}, min_sharpness {policy.min_sharpness:g}")
+            self.say("demo: the sample video loops as camera and this device validates its own clips")
         if session.backlog:
             self.say(f"{len(session.backlog)} earlier clip(s) not labeled yet: labeling them in the background")
-        self.last_chain_error = ""
-        self.set_interval(CHAIN_EVERY_S, self.chain_round)
+        self.count_clips()
 
     def on_unmount(self) -> None:
         logging.getLogger().removeHandler(self.log_handler)
@@ -101,19 +101,105 @@ class KnackApp(App):
         if isinstance(self.screen, LogScreen):
             self.screen.append(line)
 
-    def on_log_line(self, message: LogLine) -> None:
+    def warn(self, line: str, level: int = logging.WARNING) -> None:
+        self.say(line, level)
+        self.notify(line, severity="error" if level >= logging.ERROR else "warning", timeout=6)
+
+    def on_log_line(self, message: msg.LogLine) -> None:
         self.say(message.line, message.level)
         if message.level >= logging.WARNING:
             self.notify(message.line.split(": ", 1)[-1], severity="error" if message.level >= logging.ERROR else "warning", timeout=6)
 
-    def on_session_event(self, message: SessionEvent) -> None:
-        kind, item = message.event.kind, message.event.payload
-        if kind == "clip":
-            self.say(f"clip {item.clip_id}: {item.frames} frames, {item.samples} samples -> {item.path}")
-        elif kind == "labeled":
-            self.say(f"{'ACCEPTED' if item.accepted else 'REJECTED'} {item.clip_id}  quality {item.score:.2f}  {'' if item.accepted else item.summary}")
-        elif kind == "pinned":
-            self.say(f"{'pinned' if not item.error else 'not pinned'} {item.clip_id} {item.cid or ''} {item.error}")
+    def tell_screen(self, message: Message) -> None:
+        """Hands a session message on to the screen in view; a screen shown later reads afresh on resume."""
+        self.screen.post_message(message)
+
+    @work(thread=True, exclusive=True, group="counts")
+    def count_clips(self) -> None:
+        """Reads the outbox's counts in a thread: a slow disk never stalls the screen."""
+        counts = self.session.outbox.counts()
+        self.call_from_thread(setattr, self, "clip_counts", {state: n for state, n in counts.items() if n})
+
+    def on_clip_written(self, message: msg.ClipWritten) -> None:
+        clip = message.clip
+        self.clips_written += 1
+        self.say(f"clip {clip.clip_id}: {clip.frames} frames, {clip.samples} samples -> {clip.path}")
+        self.count_clips()
+        self.tell_screen(message)
+
+    def on_clip_labeled(self, message: msg.ClipLabeled) -> None:
+        result = message.result
+        self.say(f"{'ACCEPTED' if result.accepted else 'REJECTED'} {result.clip_id}  quality {result.score:.2f}  {'' if result.accepted else result.summary}")
+        self.count_clips()
+        self.tell_screen(message)
+
+    def on_label_failed(self, message: msg.LabelFailed) -> None:
+        self.warn(f"clip {message.clip_id} was not labeled: {message.reason} (l on Clips tries again)")
+        self.tell_screen(message)
+
+    def on_clip_pinned(self, message: msg.ClipPinned) -> None:
+        result = message.result
+        self.say(f"{'pinned' if not result.error else 'not pinned'} {result.clip_id} {result.cid or ''} {result.error}")
+        self.count_clips()
+        self.tell_screen(message)
+
+    def on_batch_submitted(self, message: msg.BatchSubmitted) -> None:
+        submitted = message.submitted
+        if submitted.error:
+            self.warn(f"not submitted: {submitted.error}")
+        else:
+            self.say(f"batch {submitted.batch_id}: {len(submitted.clip_ids)} clip(s) submitted in {submitted.tx_hash}")
+        self.count_clips()
+        self.tell_screen(message)
+
+    def on_batch_settled(self, message: msg.BatchSettled) -> None:
+        accepted = sum(v.accepted for v in message.verdicts)
+        self.say(f"batch {message.batch_id} settled by the validator: {accepted} accepted, {len(message.verdicts) - accepted} rejected")
+        self.tell_screen(message)
+
+    def on_clips_settled(self, message: msg.ClipsSettled) -> None:
+        self.say(f"{message.count} clip(s) settled on chain")
+        self.notify(f"{message.count} clip(s) settled: see Rewards (3)", timeout=4)
+        self.count_clips()
+        self.tell_screen(message)
+
+    def on_problem(self, message: msg.Problem) -> None:
+        if message.part == "chain":
+            self.chain_problem = message.text
+        self.warn(f"{message.part}: {message.text} (the clips wait in the outbox and are tried again)", logging.ERROR)
+        self.tell_screen(message)
+
+    def on_problem_cleared(self, message: msg.ProblemCleared) -> None:
+        if message.part == "chain":
+            self.chain_problem = None
+        self.say(f"{message.part}: reachable again")
+        self.tell_screen(message)
+
+    # --- what a screen asks for ----------------------------------------------------------------------
+    def on_retry_requested(self, message: msg.RetryRequested) -> None:
+        count = self.session.retry(message.clip_ids)
+        self.say(f"retry: {count} clip(s) will be tried again now")
+        self.notify(f"{count} clip(s) will be tried again now", timeout=3)
+
+    def on_relabel_requested(self, message: msg.RelabelRequested) -> None:
+        if self.session.relabel(message.path):
+            self.say(f"labeling {message.path.name} again")
+            self.notify(f"labeling {message.path.name} again", timeout=3)
+        else:
+            self.notify("labeling is off (labeler.label_on_record = false): use `knack label`", severity="warning")
+
+    def on_discard_requested(self, message: msg.DiscardRequested) -> None:
+        from storage.outbox.discard import DiscardError
+
+        try:
+            self.session.discard(message.clip_id)
+        except (DiscardError, OSError) as exc:
+            self.notify(str(exc), severity="error", timeout=6)
+            return
+        self.say(f"discarded {message.clip_id}")
+        self.notify(f"discarded {message.clip_id}", timeout=3)
+        self.count_clips()
+        self.tell_screen(msg.ClipDiscarded(message.clip_id))
 
     # --- actions (each one a `knack` command too; see the help screen) ------------------------------
     def action_help(self) -> None:
@@ -142,68 +228,14 @@ class KnackApp(App):
         self.say(f"moment marked ({self.marks})")
         self.notify("moment marked", timeout=2)
 
-    def retry_uploads(self, clip_ids: list[str] | None = None) -> None:
-        count = self.session.retry(clip_ids)
-        self.say(f"retry: {count} clip(s) will be tried again now")
-        self.notify(f"{count} clip(s) will be tried again now", timeout=3)
-
-    def discard(self, clip_id: str) -> None:
-        from storage.outbox.discard import DiscardError
-
-        try:
-            self.session.discard(clip_id)
-        except (DiscardError, OSError) as exc:
-            self.notify(str(exc), severity="error", timeout=6)
-            return
-        self.say(f"discarded {clip_id}")
-        self.notify(f"discarded {clip_id}", timeout=3)
-
-    def relabel(self, clip: Path) -> None:
-        if self.session.relabel(clip):
-            self.say(f"labeling {clip.name} again")
-            self.notify(f"labeling {clip.name} again", timeout=3)
-        else:
-            self.notify("labeling is off (labeler.label_on_record = false): use `knack label`", severity="warning")
-
     def action_retry_all(self) -> None:
-        self.retry_uploads(None)
+        self.post_message(msg.RetryRequested(None))
 
     def action_settle(self) -> None:
+        """`knack submit` (and in a demo `knack validate`) now, on the session's chain thread: its events
+        say what came of it."""
         self.notify("submitting pinned clips now…", timeout=2)
-        self.chain_round(force=True)
-
-    @work(thread=True, exclusive=True, group="chain", exit_on_error=False)
-    def chain_round(self, force: bool = False) -> None:
-        """`knack submit` (and in a demo `knack validate`) when clips wait for the chain; in a thread worker,
-        so a slow or unreachable chain never holds up the screen."""
-        counts = self.session.outbox.counts()
-        if not force and counts["pinned"] + counts["submitted"] == 0:
-            return
-        log = logging.getLogger("knack.tui")
-        try:
-            report = self.session.settle()
-        except Exception as exc:  # an unreachable chain or a reverted transaction: the outbox retries later
-            if str(exc) != self.last_chain_error or force:
-                self.last_chain_error = str(exc)
-                log.error("chain: %s (the clips wait in the outbox and are tried again)", exc)
-            return
-        self.last_chain_error = ""
-        for result in report.submitted:
-            if result.error:
-                log.warning("not submitted: %s", result.error)
-            else:
-                log.info("batch %s: %d clip(s) submitted in %s", result.batch_id, len(result.clip_ids), result.tx_hash)
-        for batch_id, verdicts in report.verdicts.items():
-            accepted = sum(v.accepted for v in verdicts)
-            log.info("batch %s settled by the validator: %d accepted, %d rejected", batch_id, accepted, len(verdicts) - accepted)
-        if report.settled:
-            self.call_from_thread(self.notify, f"{report.settled} clip(s) settled: see Rewards (3)", timeout=4)
-        if force or report.settled:
-            self.call_from_thread(self.refresh_rewards)
-
-    def refresh_rewards(self) -> None:
-        if isinstance(self.screen, RewardsScreen):
-            self.screen.action_refresh()
+        self.session.chain.settle_now()
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
@@ -219,18 +251,19 @@ class KnackApp(App):
 
 
 def run(config, key, demo: bool = False, validator_key=None) -> int:
-    """Runs the app over a session; on quit the open clip is sealed and queued clips are labeled."""
+    """Runs the app over a device session; on quit the open clip is sealed and queued clips are labeled."""
     from tui.widgets import graphics_preview
 
     graphics = graphics_preview()
-    session = Session(config, key, validator_key=validator_key)
+    session = DeviceSession(config, key, validator_key=validator_key, chain_every_s=CHAIN_EVERY_S)
+    app = KnackApp(session, demo=demo, graphics=graphics)  # it becomes the session's listener
     root = logging.getLogger()
     # The terminal belongs to the app: log lines go to the Log screen instead of stderr.
     saved = root.handlers[:]
     root.handlers = [h for h in saved if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler)]
     try:
         session.start(record=False)
-        KnackApp(session, demo=demo, graphics=graphics).run()
+        app.run()
     finally:
         root.handlers = saved
         waiting = session.labels.pending if session.labels is not None else 0

@@ -1,4 +1,4 @@
-"""Bundled sample recording (real photos panned into video, synthetic IMU log) for demos and tests."""
+"""Bundled sample recording (real video of a hand, IMU log synthesized from its measured motion) for demos and tests."""
 
 import pathlib
 

@@ -1,6 +1,6 @@
 """Build the bundled sample: hands.mp4 cut from a real video of a hand, imu.csv synthesized from the hand's measured motion.
 
-    python -m collector.sample.build SRC_VIDEO [--out DIR] [--start 0] [--seconds 7] [--imu-rate 200]
+    python -m collector.sample.build SRC_VIDEO [--out DIR] [--start 6] [--seconds 7] [--speed 2] [--imu-rate 200]
 """
 
 import argparse
@@ -29,8 +29,9 @@ WRIST, INDEX_MCP, MIDDLE_MCP, RING_MCP, PINKY_MCP = 0, 5, 9, 13, 17
 PALM = [WRIST, INDEX_MCP, MIDDLE_MCP, RING_MCP, PINKY_MCP]
 
 
-def cut_video(source, path, start_s, seconds):
-    """Frames [start, start + seconds) of the source, scaled to WIDTH x HEIGHT, written with OpenCV's mp4v."""
+def cut_video(source, path, start_s, seconds, speed):
+    """From `start_s` seconds into the source, every `speed`-th frame for `seconds` of sample, scaled to
+    WIDTH x HEIGHT and written with OpenCV's mp4v."""
     cap = cv2.VideoCapture(str(source))
     if not cap.isOpened():
         raise RuntimeError(f"cannot open source video {source}")
@@ -49,14 +50,14 @@ def cut_video(source, path, start_s, seconds):
         ok, frame = cap.read()
         if not ok:
             break
-        if index >= first:
+        if index >= first and (index - first) % speed == 0:
             writer.write(cv2.resize(frame, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA))
             written += 1
         index += 1
     writer.release()
     cap.release()
     if written != n_frames:
-        raise RuntimeError(f"{source} ends after {index} frames; {start_s:g} s + {seconds:g} s needs {first + n_frames}")
+        raise RuntimeError(f"{source} ends after {index} frames; {seconds:g} s from {start_s:g} s at {speed}x needs {first + (n_frames - 1) * speed + 1}")
     return n_frames
 
 
@@ -167,16 +168,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m collector.sample.build", description=__doc__.splitlines()[0])
     p.add_argument("source", type=pathlib.Path, metavar="SRC_VIDEO")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).parent)
-    p.add_argument("--start", type=float, default=0.0, help="seconds into the source where the sample begins")
-    p.add_argument("--seconds", type=float, default=7.0)
+    p.add_argument("--start", type=float, default=6.0, help="seconds into the source where the sample begins")
+    p.add_argument("--seconds", type=float, default=7.0, help="length of the sample")
+    p.add_argument("--speed", type=int, default=2, help="keep every SPEED-th source frame (the sample plays SPEED times faster)")
     p.add_argument("--imu-rate", type=int, default=200)
     args = p.parse_args(argv)
-    if args.start < 0 or args.seconds < 1:
-        p.error("--start must be 0 or more and --seconds at least 1")
+    if args.start < 0 or args.seconds < 1 or args.speed < 1:
+        p.error("--start must be 0 or more, --seconds at least 1 and --speed at least 1")
     args.out.mkdir(parents=True, exist_ok=True)
     video, imu = args.out / "hands.mp4", args.out / "imu.csv"
 
-    n_frames = cut_video(args.source, video, args.start, args.seconds)
+    n_frames = cut_video(args.source, video, args.start, args.seconds, args.speed)
     size, fps, frames = read_frames(video)
     verify_video(size, fps, frames, n_frames)
     track = track_hand(frames)

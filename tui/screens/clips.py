@@ -1,21 +1,23 @@
 """Clips: every clip in the outbox with its state, and one clip's manifest, CID, transaction and reward
-(the rows and detail of `knack clips`)."""
+(the rows and detail of `knack clips`). Read again whenever the session says a clip moved, and when shown;
+retry, re-label and discard are asked of the app as messages."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
+from textual.worker import get_current_worker
 from textual.widgets import Button, DataTable, Footer, Header, Label, Select, Static
 
 from knack.clips import ClipView, clip_views, describe
-from storage.outbox import DISCARDABLE, STATES
+from storage.outbox.states import DISCARDABLE, STATES
+from tui import messages as msg
 
-REFRESH_S = 1.0
 COLUMNS = ("clip", "state", "duration", "quality", "hands", "reward", "reason")
 STATE_STYLE = {"rejected": "red", "accepted": "green", "pinned": "cyan", "submitted": "blue", "settled": "bold green"}
 
@@ -71,14 +73,28 @@ class ClipsScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#detail-pane").border_title = "clip"
+
+    def on_screen_resume(self) -> None:
+        """Shown (first or again): whatever moved while another screen was in view is read now."""
         self.action_refresh()
-        self.set_interval(REFRESH_S, self.action_refresh)
+
+    # A clip moved from one outbox state to the next (the app hands these on while this screen is in view).
+    @on(msg.ClipWritten)
+    @on(msg.ClipLabeled)
+    @on(msg.ClipPinned)
+    @on(msg.BatchSubmitted)
+    @on(msg.ClipsSettled)
+    @on(msg.ClipDiscarded)
+    def clip_moved(self) -> None:
+        self.action_refresh()
 
     @work(thread=True, exclusive=True, group="clips")
     def action_refresh(self) -> None:
         """Reads the outbox and the manifests in a thread: a slow disk never stalls the screen."""
+        worker = get_current_worker()
         views = clip_views(self.app.session.outbox)
-        self.app.call_from_thread(self.show_rows, views)
+        # A refresh asked for since (a newer event) read later: this one's rows would be older than those.
+        self.app.call_from_thread(lambda: worker.is_cancelled or self.show_rows(views))
 
     def show_rows(self, views: list[ClipView]) -> None:
         self.views = {v.clip_id: v for v in views}
@@ -145,14 +161,14 @@ class ClipsScreen(Screen):
 
     def action_retry(self) -> None:
         clip_id = self.selected_clip()
-        self.app.retry_uploads([clip_id] if clip_id else None)
+        self.post_message(msg.RetryRequested([clip_id] if clip_id else None))
 
     def action_relabel(self) -> None:
         clip_id = self.selected_clip()
         if clip_id is None:
             self.app.notify("no clip selected", severity="warning")
             return
-        self.app.relabel(Path(self.views[clip_id].path))
+        self.post_message(msg.RelabelRequested(Path(self.views[clip_id].path)))
 
     def action_discard(self) -> None:
         clip_id = self.selected_clip()
@@ -165,7 +181,6 @@ class ClipsScreen(Screen):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.app.discard(clip_id)
-                self.action_refresh()
+                self.post_message(msg.DiscardRequested(clip_id))
 
         self.app.push_screen(ConfirmDiscard(clip_id), answered)

@@ -12,8 +12,13 @@ from textual.widgets import Footer, Header, Static
 
 from tui.widgets import Plots, Preview, SourceCard
 
+# Frame rates, sample counts, sparklines and previews are read from the capture threads' counters and latest
+# items: they change continuously and no event reports them, so they are read on a timer. What an event or a
+# key changes (the clip, marks, the outbox, the chain) is shown from the app's reactive attributes instead.
 REFRESH_S = 0.2
 HISTORY = 100  # sparkline points: the last 20 s at REFRESH_S
+TICK_S = 1.0  # the clip timer's display, only while a clip is open
+DISK_EVERY_S = 2.0
 
 
 class RecordScreen(Screen):
@@ -28,6 +33,7 @@ class RecordScreen(Screen):
         super().__init__(**kwargs)
         self.errors_seen: dict[str, str] = {}
         self._disk_checked = 0.0
+        self._disk_free = 0
 
     @property
     def session(self):
@@ -38,7 +44,9 @@ class RecordScreen(Screen):
         sources = self.session.recorder.sources
         with Horizontal():
             with VerticalScroll(id="cards"):
-                yield Static("", id="clip-status", classes="card")
+                with Vertical(id="status", classes="card"):
+                    yield Static("", id="clip-status")
+                    yield Static("", id="capture-status")
                 for source in sources:
                     yield SourceCard(source.name, source.kind, id=f"card-{source.name}")
                 if not sources:
@@ -60,10 +68,40 @@ class RecordScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.update_view()
-        self.set_interval(REFRESH_S, self.update_view)
+        self.ticker = self.set_interval(TICK_S, self.show_clip_status, pause=True)
+        app = self.app
+        for attribute in ("clip_started", "marks", "clips_written", "clip_counts", "chain_problem"):
+            self.watch(app, attribute, self.show_clip_status, init=False)
+        self.watch(app, "clip_started", self.tick_while_recording)
+        self.show_clip_status()
+        self.update_live()
+        self.set_interval(REFRESH_S, self.update_live)
 
-    def update_view(self) -> None:
+    def tick_while_recording(self, started: float | None) -> None:
+        if started is None:
+            self.ticker.pause()
+        else:
+            self.ticker.reset()
+            self.ticker.resume()
+
+    def show_clip_status(self) -> None:
+        self.query_one("#clip-status", Static).update(self.clip_text())
+
+    def clip_text(self) -> str:
+        app = self.app
+        if app.clip_started is not None:
+            elapsed = int(time.monotonic() - app.clip_started)
+            timer = f"[b red]● REC[/] {elapsed // 60:02d}:{elapsed % 60:02d}"
+        else:
+            timer = "[dim]○ idle[/] (r starts a clip)"
+        # A clip that could not be written is also an error in the log: counted here when the status is next drawn.
+        lines = [timer, f"clips     {app.clips_written} written, {self.session.recorder.totals.failed} failed   marks {app.marks}"]
+        lines.append("outbox    " + (", ".join(f"{n} {state}" for state, n in app.clip_counts.items()) or "empty"))
+        if app.chain_problem:
+            lines.append(f"[b red]chain[/]     {app.chain_problem}")
+        return "\n".join(lines)
+
+    def update_live(self) -> None:
         """Reads counters and the latest item of each source: memory only, never waits on capture."""
         recorder = self.session.recorder
         for source in recorder.sources:
@@ -84,25 +122,17 @@ class RecordScreen(Screen):
             if stats.last_error and self.errors_seen.get(source.name) != stats.last_error:
                 self.app.notify(f"{source.kind} {source.name}: {stats.last_error}", severity="error", timeout=6)
             self.errors_seen[source.name] = stats.last_error
-        self.query_one("#clip-status", Static).update(self.status_text())
+        self.query_one("#capture-status", Static).update(self.capture_text())
 
-    def status_text(self) -> str:
-        app, recorder = self.app, self.session.recorder
+    def capture_text(self) -> str:
         now = time.monotonic()
-        if now - self._disk_checked > 2.0:
+        if now - self._disk_checked > DISK_EVERY_S:
             path = self.session.config.data_path
             probe = path if path.exists() else next((p for p in path.parents if p.exists()), path)
             self._disk_free = shutil.disk_usage(probe).free
             self._disk_checked = now
-        if app.clip_started is not None:
-            elapsed = now - app.clip_started
-            timer = f"[b red]● REC[/] {int(elapsed // 60):02d}:{elapsed % 60:04.1f}"
-        else:
-            timer = "[dim]○ idle[/] (r starts a clip)"
-        totals = recorder.totals
+        totals = self.session.recorder.totals
         return (
-            f"{timer}\n"
-            f"clips     {totals.clips} written, {totals.failed} failed   marks {app.marks}\n"
             f"captured  {totals.frames} frames, {totals.samples} samples\n"
             f"disk      {self._disk_free / 2**30:.1f} GiB free in {self.session.config.data_path}"
         )

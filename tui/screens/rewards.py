@@ -1,13 +1,15 @@
-"""Rewards: any contributor's balance, accepted/pending/rejected clips with reasons, and reward events."""
+"""Rewards: any contributor's balance, accepted/pending/rejected clips with reasons, and reward events; read
+again when the session reads settlements back, when the screen is shown, and on g."""
 from __future__ import annotations
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.worker import get_current_worker
 
-REFRESH_S = 5.0
+from tui import messages as msg
 
 
 class RewardsScreen(Screen):
@@ -34,9 +36,12 @@ class RewardsScreen(Screen):
         yield table
         yield Footer()
 
-    def on_mount(self) -> None:
+    def on_screen_resume(self) -> None:
         self.action_refresh()
-        self.set_interval(REFRESH_S, self.action_refresh)
+
+    @on(msg.ClipsSettled)
+    def settled(self) -> None:
+        self.action_refresh()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.action_refresh()
@@ -47,12 +52,15 @@ class RewardsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="rewards")
     def load(self, address: str) -> None:
+        worker = get_current_worker()
         try:
             view = self.app.session.rewards(address)
         except Exception as exc:  # a bad address or an unreachable chain: said in the card
-            self.app.call_from_thread(self.show_error, f"{address}: {exc}")
+            error = f"{address}: {exc}"
+            self.app.call_from_thread(lambda: worker.is_cancelled or self.show_error(error))
             return
-        self.app.call_from_thread(self.show_view, view)
+        # A read asked for since (another address, a newer settlement) is the one to show.
+        self.app.call_from_thread(lambda: worker.is_cancelled or self.show_view(view))
 
     def show_error(self, message: str) -> None:
         self.query_one("#summary", Static).update(f"cannot read rewards: {message}")

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench node-tools
+.PHONY: demo test lint bench node-tools
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +40,15 @@ storage/ledger/contracts/node_modules/.installed: storage/ledger/contracts/packa
 
 node-tools: $(NODE_TOOLS) storage/ledger/contracts/node_modules/.installed
 
-test: $(VENV)/.installed node-tools
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(VENV)/.installed node-tools lint
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
+	$(PY) bench/startup.py
 	$(PY) bench/capture.py
 	$(PY) bench/label.py
 	$(PY) bench/cid.py

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-from collector.config import ConfigError
-from collector.identity import IdentityError
-from collector.labeling.cards import CardError
-from storage.ledger.base import ChainError
 from storage.outbox.states import STATES
 
 
 def _setup_logging(verbose: bool) -> None:
+    import logging
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("knack: %(levelname)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
@@ -144,11 +141,24 @@ def main(argv: list[str] | None = None) -> int:
     module, _, function = args.func.partition(":")
     try:
         return getattr(importlib.import_module(module), function)(args)
-    except (ConfigError, IdentityError, CardError, ChainError) as exc:
-        print(f"knack: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if isinstance(exc, expected_errors()):
+            print(f"knack: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """What a person can act on (a bad configuration, a wrong password, a model card that does not match, a
+    chain that refuses): one line and exit 2, never a traceback. Imported only when something went wrong."""
+    from collector.config import ConfigError
+    from collector.identity import IdentityError
+    from collector.labeling.cards import CardError
+    from storage.ledger.base import ChainError
+
+    return (ConfigError, IdentityError, CardError, ChainError)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.outbox import Outbox
+from collector.bundle import MANIFEST
+from storage.outbox.states import Outbox
 
 REWARD_UNIT = 10**18  # KNACK has 18 decimals
 
@@ -30,7 +31,7 @@ class ClipView:
 
 def _manifest(path: str) -> dict:
     try:
-        return json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
+        return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 

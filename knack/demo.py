@@ -74,7 +74,7 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
     from storage.ledger.rewards import rewards_view
 
     target = Path(data_dir) if data_dir else base.data_path / "demo"
-    print("Knack demo: the bundled sample recording (real hands at work) + a simulated IMU glove on a pseudo-terminal")
+    print("Knack demo: the bundled sample recording (a real hand on camera, collector/sample/ATTRIBUTION.md) + a simulated IMU glove on a pseudo-terminal")
     print(f"Everything goes to the demo's own data directory, {target}")
     # Unlock the keys first: a sensor streaming while someone types a password would only fill buffers.
     key, validator = demo_keys(base, target)

@@ -160,8 +160,8 @@ class RobotService:
         event(log, "robot.reloaded", "configuration reloaded from %s", new.source, config=new.source)
 
     def _start_session(self, record: bool) -> None:
-        self.session = DeviceSession(self.config, self.key, validator_key=self.validator_key, history=HISTORY, listener=self._on_event)
-        self.session.start(record=record)
+        session = DeviceSession(self.config, self.key, validator_key=self.validator_key, history=HISTORY, listener=self._on_event)
+        self.session = session.start(record=record)  # set once started: /healthz and /metrics read it
         for message in self.session.recorder.recovered:
             event(log, "clip.recovered", "%s", message, level=logging.WARNING)
         if self.session.backlog:

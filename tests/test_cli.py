@@ -70,22 +70,82 @@ device_time_field = "t_us"
     assert f"FAILED  {clips[0]}" in out.stdout and "sensors.parquet: sha256 is" in out.stdout
 
 
-def test_demo_runs_end_to_end_on_the_bundled_sample(env, tmp_path):
-    out = knack("demo", env=env)
-    assert "verified clip bundle(s)" in out.stdout, out.stdout + out.stderr
-    assert "FAILED" not in out.stdout
-    clips = list_clips(tmp_path / "share/knack/demo/clips")
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One `knack demo` from a fresh home (no configuration, no keys), shared by the tests below."""
+    home = tmp_path_factory.mktemp("demo-home")
+    env = dict(os.environ, HOME=str(home), XDG_DATA_HOME=str(home / "share"), XDG_CONFIG_HOME=str(home / "config"), KNACK_DEVICE_PASSWORD="correct horse")
+    for name in ("KNACK_CONFIG", "KNACK_DATA_DIR", "KNACK_VALIDATOR_PASSWORD", "KNACK_VALIDATOR_KEY"):
+        env.pop(name, None)
+    out = knack("demo", env=env, timeout=300)
+    return out, env, home / "share" / "knack" / "demo"
+
+
+def test_demo_runs_end_to_end_on_the_bundled_sample(demo):
+    out, _, data = demo
+    assert "verified clip bundle(s)" in out.stdout and "FAILED" not in out.stdout, out.stdout + out.stderr
+    clips = list_clips(data / "clips")
     assert len(clips) >= 2
-    manifest = json.loads((clips[0] / "manifest.json").read_text())
-    assert {s["kind"] for s in manifest["streams"]} == {"camera", "serial"}
-    # Every clip is labeled and decided; the sample's first seconds show hands at work and are accepted,
-    # pinned, submitted, validated and paid for.
-    assert "ACCEPTED" in out.stdout and "PINNED" in out.stdout and "settled by validator: 1 accepted" in out.stdout, out.stdout[out.stdout.find("2. label"):]
-    assert re.search(r"balance: 0\.[1-9]\d* KNACK", out.stdout.splitlines()[-1])
     for clip in clips:
         manifest = json.loads((clip / "manifest.json").read_text())
+        assert {s["kind"] for s in manifest["streams"]} == {"camera", "serial"}
         assert manifest["labels"]["execution_provider"] == "CPUExecutionProvider"
         assert manifest["decision"]["status"] in ("accepted", "rejected") and manifest["privacy"]["method"]
+
+
+def test_demo_accepts_the_sample_on_the_default_policy(demo):
+    out, _, _ = demo
+    report = out.stdout[out.stdout.find("2. label") :]
+    assert "ACCEPTED" in report and "REJECTED" not in report, report
+    assert "PINNED" in report and re.search(r"settled by the validator: [1-9]\d* accepted, 0 rejected", report), report
+
+
+def test_demo_ends_with_the_contributors_balance(demo):
+    out, _, _ = demo
+    assert re.search(r"balance: [1-9]\d*\.\d+ KNACK|balance: 0\.[1-9]\d* KNACK", out.stdout.splitlines()[-1]), out.stdout[-500:]
+
+
+def test_after_the_demo_its_export_line_makes_the_other_commands_work_on_what_it_recorded(demo):
+    out, env, data = demo
+    [line] = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("export KNACK_DATA_DIR=")]
+    env = dict(env, KNACK_DATA_DIR=line.split("=", 1)[1])
+    clips = json.loads(knack("clips", "--json", env=env).stdout)
+    assert len(clips) == len(list_clips(data / "clips")) and {c["state"] for c in clips} == {"settled"}
+    rewards = json.loads(knack("rewards", "--json", env=env).stdout)
+    assert rewards["accepted"] == len(clips) and int(rewards["balance"]) > 0
+    verified = knack("verify", *map(str, list_clips(data / "clips")), env=env)
+    assert verified.stdout.count("OK ") == len(clips)
+
+
+def test_the_demo_asks_one_password_for_both_keys_and_says_what_each_is_for(tmp_path):
+    """At a terminal with no KNACK_DEVICE_PASSWORD: one prompt, whatever keys are created."""
+    import pty
+
+    env = dict(os.environ, HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "share"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    for name in ("KNACK_DEVICE_PASSWORD", "KNACK_VALIDATOR_PASSWORD", "KNACK_VALIDATOR_KEY", "KNACK_CONFIG", "KNACK_DATA_DIR"):
+        env.pop(name, None)
+    script = "from collector.config import load; from knack.demo import demo_keys; base = load(); key, v = demo_keys(base, base.data_path / 'demo'); print('KEYS', key.address, v.address)"
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(sys.executable, [sys.executable, "-c", script], env)
+    screen, unanswered, prompts = "", "", 0
+    while True:
+        try:
+            chunk = os.read(fd, 4096).decode(errors="replace")
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+        unanswered += chunk
+        if unanswered.rstrip().endswith(":") and "assword" in unanswered.rstrip().splitlines()[-1]:
+            prompts += 1
+            unanswered = ""
+            os.write(fd, b"one password\n")
+    os.waitpid(pid, 0)
+    assert prompts == 1, screen
+    assert "device key signs every clip" in screen and "validator key stands in for the network's validator" in screen
+    assert re.search(r"KEYS 0x[0-9a-fA-F]{40} 0x[0-9a-fA-F]{40}", screen), screen
 
 
 def test_doctor_shows_config_data_dir_and_reachable_parts(tmp_path, env, simulated_port):

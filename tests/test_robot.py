@@ -203,7 +203,7 @@ def service_config(tmp_path, simulator):
 def run_service(service):
     thread = threading.Thread(target=lambda: setattr(service, "exit_code", service.run(install_signals=False)), daemon=True)
     thread.start()
-    wait_for(lambda: service.chain is not None or not thread.is_alive())  # the capture session is up
+    wait_for(lambda: service.session is not None or not thread.is_alive())  # the device session is up
     return thread
 
 

@@ -39,16 +39,25 @@ class DeviceKey:
 
 
 def recover_signer(message: bytes, signature: dict) -> str:
-    from eth_account import Account
-    from eth_account.messages import encode_defunct
+    """The address that signed sha256(message) as an EIP-191 personal message (what `DeviceKey.sign` makes).
 
+    eth-keys and eth-hash do it directly: `knack verify` and the validator then start in a third of the time
+    eth-account's import takes, for the same recovery (eth-account itself calls eth-keys for it)."""
     if signature.get("scheme") != SIGNATURE_SCHEME:
         raise IdentityError(f"unknown signature scheme {signature.get('scheme')!r} (expected {SIGNATURE_SCHEME})")
-    digest = hashlib.sha256(message).digest()
+    from eth_hash.auto import keccak
+    from eth_keys import keys
+
     try:
-        return Account.recover_message(encode_defunct(primitive=digest), signature=signature["value"])
+        raw = bytes.fromhex(str(signature["value"]).removeprefix("0x"))
+        if len(raw) != 65:
+            raise ValueError(f"a signature is 65 bytes, this one is {len(raw)}")
+        v = raw[64] - 27 if raw[64] >= 27 else raw[64]
+        digest = hashlib.sha256(message).digest()
+        signed = keccak(b"\x19Ethereum Signed Message:\n32" + digest)
+        return keys.Signature(vrs=(v, int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big"))).recover_public_key_from_msg_hash(signed).to_checksum_address()
     except Exception as exc:  # eth-keys raises its own validation errors for malformed signatures
-        raise IdentityError(str(exc)) from None
+        raise IdentityError(f"the signature cannot be read: {exc}") from None
 
 
 def from_environment(variable: str) -> DeviceKey | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.bundle import MANIFEST
-from storage.outbox.states import Outbox
+from storage.outbox.db import Outbox
 
 REWARD_UNIT = 10**18  # KNACK has 18 decimals
 

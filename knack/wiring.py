@@ -97,7 +97,7 @@ def open_outbox(config: Config):
     """The outbox of this data directory, with every labeled clip on disk known to it."""
     from collector.bundle import list_clips
     from storage.outbox.pinner import enqueue_all
-    from storage.outbox.states import Outbox
+    from storage.outbox.db import Outbox
 
     outbox = Outbox(config.data_path / "outbox.sqlite")
     enqueue_all(outbox, list_clips(config.clips_path))

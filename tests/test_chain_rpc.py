@@ -9,7 +9,7 @@ import pytest
 
 from storage.ledger.web3_ledger import ARTIFACTS, open_ledger
 from storage.content.ipfs import EmbeddedStore
-from storage.outbox.states import Outbox
+from storage.outbox.db import Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
 from storage.ledger.rewards import rewards_view
 from storage.outbox.submitter import submit_due, sync_settlements

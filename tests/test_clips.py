@@ -13,7 +13,7 @@ import pytest
 from collector.bundle import list_clips
 from knack.clips import REWARD_UNIT, ClipView, clip_view, clip_views, describe
 from storage.outbox.discard import DiscardError, discard, sweep_discarded
-from storage.outbox.states import DISCARDABLE, STATES, Outbox
+from storage.outbox.db import DISCARDABLE, STATES, Outbox
 from storage.outbox.pinner import enqueue, enqueue_all
 
 KNACK = [sys.executable, "-m", "knack"]

@@ -9,7 +9,7 @@ import pytest
 
 from storage.content.cid import Cid
 from storage.content.ipfs import DaemonStore, EmbeddedStore
-from storage.outbox.states import Outbox
+from storage.outbox.db import Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
 from storage.content.unixfs import CHUNK, add_path
 from tests.ipfs_node import IpfsDaemon, node_tools_missing, reference_cids

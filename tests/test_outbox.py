@@ -15,7 +15,7 @@ import pytest
 
 from storage.content.cid import Cid
 from storage.content.ipfs import EmbeddedStore, StoreUnavailable
-from storage.outbox.states import BACKOFF_MAX_S, NEVER, Outbox, backoff
+from storage.outbox.db import BACKOFF_MAX_S, NEVER, Outbox, backoff
 from storage.outbox.pinner import enqueue_all, pin_due
 from storage.content.unixfs import add_path
 

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from storage.content.ipfs import EmbeddedStore
-from storage.outbox.states import NEVER, Outbox
+from storage.outbox.db import NEVER, Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
 from storage.content.remote_pin import PinningService, RemotePinError
 from tests.test_outbox import ACCEPTED, noise_frames

@@ -24,7 +24,7 @@ from robot.health import StreamHealth, assess
 from robot.endpoint import HealthServer
 from robot.logs import JsonLines, install
 from robot.metrics import Snapshot, StreamSnapshot, registry_for
-from storage.outbox.states import Entry
+from storage.outbox.db import Entry
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "robot/systemd/knack-robot.service"
@@ -282,7 +282,7 @@ def test_rejected_clips_are_pruned_by_age_and_accepted_ones_kept(service_config,
     config = service_config(prune_rejected_after_h=0.5 / 3600)  # half a second
     service = service_module.RobotService(config, device_key)
     # Two earlier clips with decisions: one rejected long ago, one accepted long ago and not yet pinned.
-    from storage.outbox.states import Outbox
+    from storage.outbox.db import Outbox
 
     outbox = Outbox(config.data_path / "outbox.sqlite")
     for clip_id, accepted in (("00000000-rejected", False), ("00000000-accepted", True)):

@@ -185,7 +185,7 @@ def test_sigterm_kill_9_a_second_sigterm_and_restarts_settle_every_clip_exactly_
     # Every clip on disk has one outbox row in a final state, and the chain holds each CID once.
     from storage.ledger.web3_ledger import open_ledger
     from storage.content.cid import Cid
-    from storage.outbox.states import Outbox
+    from storage.outbox.db import Outbox
 
     outbox = Outbox(data / "outbox.sqlite")
     rows = outbox.entries()

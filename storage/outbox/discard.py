@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from collector.bundle import DISCARD_PREFIX, MANIFEST
-from storage.outbox.states import DISCARDABLE, Outbox
+from storage.outbox.db import DISCARDABLE, Outbox
 
 
 class DiscardError(Exception):

@@ -11,7 +11,7 @@ from collector.bundle import MANIFEST
 from storage.content.cid import Cid
 from storage.content.ipfs import CidMismatch, ContentStore, StoreUnavailable
 from storage.outbox.rounds import Rounds
-from storage.outbox.states import Outbox
+from storage.outbox.db import Outbox
 
 log = logging.getLogger("knack.storage")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from storage.ledger.base import ChainError, Ledger
-from storage.outbox.states import Outbox
+from storage.outbox.db import Outbox
 from storage.outbox.submitter import submit_due, sync_settlements
 
 

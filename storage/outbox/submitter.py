@@ -9,7 +9,7 @@ from storage.content.cid import Cid
 from storage.ledger.base import ChainError, ChainUnavailable, Ledger
 from storage.ledger.reasons import Reason
 from storage.ledger.rewards import clip_reward
-from storage.outbox.states import Outbox
+from storage.outbox.db import Outbox
 
 log = logging.getLogger("knack.chain")
 MAX_BATCH = 64

@@ -12,6 +12,7 @@ Labeling is off in both, so the difference is the app's alone. Two figures per m
 
     .venv/bin/python bench/tui.py [--seconds 20] [--rounds 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ from collector.config import from_mapping  # noqa: E402
 from collector.identity import load_or_create  # noqa: E402
 from collector.sample import SAMPLE_VIDEO  # noqa: E402
 from collector.simulator import IMU_FIELDS, SerialSimulator, SimulatorConfig  # noqa: E402
-from tui.app import KnackApp  # noqa: E402
-from tui.session import Session  # noqa: E402
+from knack.session import DeviceSession  # noqa: E402
+from tui.app import CHAIN_EVERY_S, KnackApp  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -43,10 +44,11 @@ class Result:
 
 def record(config, key, seconds: float, with_app: bool) -> Result:
     config = dataclasses.replace(config, labeler=dataclasses.replace(config.labeler, label_on_record=False))
-    session = Session(config, key)
+    session = DeviceSession(config, key, chain_every_s=CHAIN_EVERY_S)
     session.start(record=True)
     wall0 = time.monotonic()
     if with_app:
+
         async def drive() -> None:
             app = KnackApp(session)
             async with app.run_test(size=(160, 48)) as pilot:
@@ -76,15 +78,27 @@ def main() -> int:
         for round_ in range(args.rounds):
             for paced in (True, False):
                 for with_app in (False, True):  # alternated, so drift on the machine hits both alike
-                    config = from_mapping({
-                        "data_dir": str(work / f"data-{round_}-{paced}-{with_app}"),
-                        "recorder": {"clip_seconds": 10.0},
-                        "camera": [{"name": "cam", "source": str(SAMPLE_VIDEO), "loop": True, "fps": 30.0, "realtime": paced}],
-                        "serial": [{"name": "imu", "port": sim.port, "protocol": "csv", "csv_columns": list(IMU_FIELDS), "seq_field": "seq", "device_time_field": "t_us", "nominal_rate": 500.0}],
-                    }).validate()
+                    config = from_mapping(
+                        {
+                            "data_dir": str(work / f"data-{round_}-{paced}-{with_app}"),
+                            "recorder": {"clip_seconds": 10.0},
+                            "camera": [{"name": "cam", "source": str(SAMPLE_VIDEO), "loop": True, "fps": 30.0, "realtime": paced}],
+                            "serial": [
+                                {
+                                    "name": "imu",
+                                    "port": sim.port,
+                                    "protocol": "csv",
+                                    "csv_columns": list(IMU_FIELDS),
+                                    "seq_field": "seq",
+                                    "device_time_field": "t_us",
+                                    "nominal_rate": 500.0,
+                                }
+                            ],
+                        }
+                    ).validate()
                     results.setdefault(("paced" if paced else "flat-out", with_app), []).append(record(config, key, args.seconds, with_app))
 
-    print(f"knack tui cost: sample video 640x480 + 500 Hz serial, {args.rounds} round(s) of {args.seconds:g} s per mode, labeling off")
+    print(f"knack tui cost: sample video + 500 Hz serial, {args.rounds} round(s) of {args.seconds:g} s per mode, labeling off")
     for mode in ("paced", "flat-out"):
         figures = {}
         for with_app in (False, True):

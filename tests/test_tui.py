@@ -2,6 +2,7 @@
 simulator on a pty, the shipped models, the embedded block store and the embedded chain. The last tests
 post the session's typed events from a thread of their own, as its stages do, to pin down how the app
 hears them: as messages, with no timer reading the outbox or the chain."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +17,9 @@ import pytest
 
 from collector.config import from_mapping
 from collector.identity import load_or_create
+from collector.labeling.labeler import Labeled
 from collector.sample import SAMPLE_IMU, SAMPLE_VIDEO
 from collector.simulator import IMU_FIELDS
-from collector.labeling.labeler import Labeled
 from knack import events as ev
 from knack.session import DeviceSession
 from tui import messages as msg
@@ -34,7 +35,15 @@ def validator_key(tmp_path_factory):
 
 
 def glove(port: str) -> dict:
-    return {"name": "glove", "port": port, "protocol": "csv", "csv_columns": list(IMU_FIELDS), "seq_field": "seq", "device_time_field": "t_us", "nominal_rate": 200.0}
+    return {
+        "name": "glove",
+        "port": port,
+        "protocol": "csv",
+        "csv_columns": list(IMU_FIELDS),
+        "seq_field": "seq",
+        "device_time_field": "t_us",
+        "nominal_rate": 200.0,
+    }
 
 
 @pytest.fixture
@@ -43,15 +52,23 @@ def bench_config(tmp_path, simulator):
 
     def make(camera_source: str = str(SAMPLE_VIDEO), **sim) -> object:
         port = simulator(rate=200.0, protocol="csv", replay=str(SAMPLE_IMU), **sim).port
-        return from_mapping({
-            "data_dir": str(tmp_path / "data"),
-            "recorder": {"clip_seconds": 0},
-            # The flow is under test here, not the policy (tests/test_label_policy.py): a clip recorded at any
-            # moment of the sample must be able to go all the way to a reward.
-            "policy": {"min_hand_fraction": 0.0, "min_sharpness": 0.0, "max_face_area": 1.0, "max_frame_drop_fraction": 0.5, "max_sample_loss_fraction": 0.5},
-            "camera": [{"name": "bench", "source": camera_source, "fps": 30.0, "loop": True}],
-            "serial": [glove(port)],
-        }).validate()
+        return from_mapping(
+            {
+                "data_dir": str(tmp_path / "data"),
+                "recorder": {"clip_seconds": 0},
+                # The flow is under test here, not the policy (tests/test_label_policy.py): a clip recorded at any
+                # moment of the sample must be able to go all the way to a reward.
+                "policy": {
+                    "min_hand_fraction": 0.0,
+                    "min_sharpness": 0.0,
+                    "max_face_area": 1.0,
+                    "max_frame_drop_fraction": 0.5,
+                    "max_sample_loss_fraction": 0.5,
+                },
+                "camera": [{"name": "bench", "source": camera_source, "fps": 30.0, "loop": True}],
+                "serial": [glove(port)],
+            }
+        ).validate()
 
     return make
 

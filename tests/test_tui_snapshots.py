@@ -5,6 +5,7 @@ frames, counters at zero), paths are relative to the test's directory, the key i
 Devices screen gets fixed device and doctor results. The pilot tests (test_tui.py) drive the live parts.
 After a deliberate change of a screen: `pytest tests/test_tui_snapshots.py --snapshot-update`, and look
 at the new SVGs before committing them."""
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,17 @@ import pytest
 import textual
 
 from collector.config import from_mapping
-from knack.doctor import Check
 from collector.identity import from_environment
 from collector.simulator import IMU_FIELDS
+from knack.doctor import Check
+from knack.session import DeviceSession
 from tui.app import KnackApp
-from tui.session import Session
 
 SIZE = (140, 40)
 RECORDED_WITH = "8.2.8"  # Textual's rendering changes between releases: the SVGs are for this one
-pytestmark = pytest.mark.skipif(textual.__version__ != RECORDED_WITH, reason=f"snapshots were taken with Textual {RECORDED_WITH}, this is {textual.__version__} (the [test] extra pins it)")
+pytestmark = pytest.mark.skipif(
+    textual.__version__ != RECORDED_WITH, reason=f"snapshots were taken with Textual {RECORDED_WITH}, this is {textual.__version__} (the [test] extra pins it)"
+)
 # A well-known test key (never holds value): the header shows its address.
 TEST_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 
@@ -47,21 +50,46 @@ def app(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(2**40, 2**39, 100 * 2**30))
     monkeypatch.setattr("collector.devices.list_cameras", lambda: [])
     monkeypatch.setattr("collector.devices.list_serial_ports", lambda: [])
-    monkeypatch.setattr("knack.doctor.run_checks", lambda config: [
-        Check("models", "ok", "palm, landmarks, face: CPUExecutionProvider"),
-        Check("content store", "ok", "embedded block store in data/blocks.sqlite"),
-        Check("chain", "ok", "embedded chain in data/chain"),
-    ])
-    config = from_mapping({
-        "data_dir": "data",
-        "camera": [{"name": "bench", "source": "camera.mp4", "fps": 30.0}],
-        "serial": [{"name": "glove", "port": "/dev/ttyKNACK0", "protocol": "csv", "csv_columns": list(IMU_FIELDS), "seq_field": "seq", "device_time_field": "t_us", "nominal_rate": 200.0}],
-    }).validate()
-    session = Session(config, from_environment("KNACK_TEST_KEY"))
+    monkeypatch.setattr(
+        "knack.doctor.run_checks",
+        lambda config: [
+            Check("models", "ok", "palm, landmarks, face: CPUExecutionProvider"),
+            Check("content store", "ok", "embedded block store in data/blocks.sqlite"),
+            Check("chain", "ok", "embedded chain in data/chain"),
+        ],
+    )
+    config = from_mapping(
+        {
+            "data_dir": "data",
+            "camera": [{"name": "bench", "source": "camera.mp4", "fps": 30.0}],
+            "serial": [
+                {
+                    "name": "glove",
+                    "port": "/dev/ttyKNACK0",
+                    "protocol": "csv",
+                    "csv_columns": list(IMU_FIELDS),
+                    "seq_field": "seq",
+                    "device_time_field": "t_us",
+                    "nominal_rate": 200.0,
+                }
+            ],
+        }
+    ).validate()
+    session = DeviceSession(config, from_environment("KNACK_TEST_KEY"))
     outbox = session.outbox
     clips = [
-        ("01a20000-0000-7000-8000-000000000001", manifest(5.0, 0.81, 0.9, {"accepted": True, "status": "accepted", "summary": "accepted: every check passed"}), "accepted"),
-        ("01a20000-0000-7000-8000-000000000002", manifest(5.0, 0.41, 0.2, {"accepted": False, "status": "rejected", "summary": "rejected: no hands in 80% of frames (at least 50% must show hands)"}), "rejected"),
+        (
+            "01a20000-0000-7000-8000-000000000001",
+            manifest(5.0, 0.81, 0.9, {"accepted": True, "status": "accepted", "summary": "accepted: every check passed"}),
+            "accepted",
+        ),
+        (
+            "01a20000-0000-7000-8000-000000000002",
+            manifest(
+                5.0, 0.41, 0.2, {"accepted": False, "status": "rejected", "summary": "rejected: no hands in 80% of frames (at least 50% must show hands)"}
+            ),
+            "rejected",
+        ),
         ("01a20000-0000-7000-8000-000000000003", manifest(2.1, None, None, None), "recorded"),
     ]
     for clip_id, content, state in clips:

@@ -1,6 +1,7 @@
 """`knack tui --demo` in a real terminal: tmux runs it, keys go in with send-keys, the screen comes back
 with capture-pane. What a new user does first: see the footer, open help, record a clip, find it on the
 Clips screen, quit."""
+
 from __future__ import annotations
 
 import os
@@ -58,14 +59,29 @@ def terminal(tmp_path):
 
 def test_knack_tui_demo_in_a_real_terminal(terminal, tmp_path):
     env = {
-        "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "share"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "KNACK_DEVICE_PASSWORD": "correct horse", "KNACK_VALIDATOR_PASSWORD": "battery staple",
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "share"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "KNACK_DEVICE_PASSWORD": "correct horse",
+        "KNACK_VALIDATOR_PASSWORD": "battery staple",
     }
-    command = " ".join([
-        "env", "-u", "COLUMNS", "-u", "LINES",  # else the app would keep the size they say, not the terminal's
-        *(f"{k}={shlex.quote(v)}" for k, v in env.items()),
-        shlex.quote(sys.executable), "-m", "knack", "tui", "--demo", "--clip-seconds", "0",
-    ])
+    command = " ".join(
+        [
+            "env",
+            "-u",
+            "COLUMNS",
+            "-u",
+            "LINES",  # else the app would keep the size they say, not the terminal's
+            *(f"{k}={shlex.quote(v)}" for k, v in env.items()),
+            shlex.quote(sys.executable),
+            "-m",
+            "knack",
+            "tui",
+            "--demo",
+            "--clip-seconds",
+            "0",
+        ]
+    )
     # The pane outlives the app, so what it prints on the way out can be read.
     terminal.tmux("new-session", "-d", "-s", "tui", "-x", "150", "-y", "45", "-c", str(tmp_path), f"{command}; echo KNACK-EXIT $?; sleep 120")
 

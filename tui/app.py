@@ -2,6 +2,7 @@
 `knack` command runs, through the one device session (knack.session.DeviceSession); capture never waits on
 the UI. The session's typed events arrive as messages (tui.messages); what the screens show of them is kept
 in reactive attributes here."""
+
 from __future__ import annotations
 
 import logging
@@ -14,6 +15,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
+from textual.worker import get_current_worker
 
 from knack import events as ev
 from knack.session import DeviceSession
@@ -31,7 +33,7 @@ CHAIN_EVERY_S = 3.0  # how often the session submits pinned clips and reads sett
 class AppLogHandler(logging.Handler):
     """Hands log records from any thread to the app as messages (posting never blocks the caller)."""
 
-    def __init__(self, app: "KnackApp"):
+    def __init__(self, app: KnackApp):
         super().__init__(logging.INFO)
         self.app = app
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
@@ -117,8 +119,10 @@ class KnackApp(App):
     @work(thread=True, exclusive=True, group="counts")
     def count_clips(self) -> None:
         """Reads the outbox's counts in a thread: a slow disk never stalls the screen."""
-        counts = self.session.outbox.counts()
-        self.call_from_thread(setattr, self, "clip_counts", {state: n for state, n in counts.items() if n})
+        worker = get_current_worker()
+        counts = {state: n for state, n in self.session.outbox.counts().items() if n}
+        # A count asked for since (a newer event) read later: this one's would be older than that.
+        self.call_from_thread(lambda: worker.is_cancelled or setattr(self, "clip_counts", counts))
 
     def on_clip_written(self, message: msg.ClipWritten) -> None:
         clip = message.clip

@@ -1,4 +1,5 @@
 """`knack tui`: the operator's app, on the configured sources or (--demo) on the demo's looping sample."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,6 +1,7 @@
 """The app's messages: one per kind of the device session's typed events (knack.events), posted to the app
 from the stage threads and passed on to the screen in view; the requests a screen makes of the app; and
 log lines from any thread."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Reusable widgets of the app: a source's status card and a half-block camera preview."""
+
 from __future__ import annotations
 
 from collections import deque
@@ -88,11 +89,13 @@ class Plots(Widget):
         label = channel[: self.LABEL - 1].ljust(self.LABEL)
         bounds = f" {min(values):.3g}..{max(values):.3g}" if values else ""
         line = spark(values, max(0, width - self.LABEL - self.RANGE))
-        return Strip([
-            Segment(label, Style(bold=True)),
-            Segment(line, Style(color="cyan")),
-            Segment(bounds[: self.RANGE].ljust(self.RANGE), Style(dim=True)),
-        ]).crop_extend(0, width, None)
+        return Strip(
+            [
+                Segment(label, Style(bold=True)),
+                Segment(line, Style(color="cyan")),
+                Segment(bounds[: self.RANGE].ljust(self.RANGE), Style(dim=True)),
+            ]
+        ).crop_extend(0, width, None)
 
 
 def graphics_preview() -> bool:

@@ -1,6 +1,7 @@
 """Clips: every clip in the outbox with its state, and one clip's manifest, CID, transaction and reward
 (the rows and detail of `knack clips`). Read again whenever the session says a clip moved, and when shown;
 retry, re-label and discard are asked of the app as messages."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.worker import get_current_worker
 from textual.widgets import Button, DataTable, Footer, Header, Label, Select, Static
+from textual.worker import get_current_worker
 
 from knack.clips import ClipView, clip_views, describe
 from storage.outbox.states import DISCARDABLE, STATES
@@ -104,7 +105,7 @@ class ClipsScreen(Screen):
         if rows != self._shown:  # rebuilding an unchanged table would only move the cursor about
             selected = self.selected_clip()
             table.clear()
-            for v, cells in zip(shown, rows):
+            for v, cells in zip(shown, rows, strict=True):
                 table.add_row(*cells, key=v.clip_id)
             if selected is not None and selected in {v.clip_id for v in shown}:
                 table.move_cursor(row=table.get_row_index(selected), animate=False)

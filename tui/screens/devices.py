@@ -1,5 +1,6 @@
 """Devices & settings: cameras and serial ports as `knack devices` finds them, the effective config, and
 which real parts (models and execution provider, IPFS, chain) `knack doctor` can reach."""
+
 from __future__ import annotations
 
 import dataclasses

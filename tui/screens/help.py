@@ -1,4 +1,5 @@
 """The help screen: every key, and where each action lives on the command line."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult

@@ -1,4 +1,5 @@
 """Log: every message of the collector and storage loggers, and what the app did, newest last."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult

@@ -1,4 +1,5 @@
 """Record: a card per source, the live camera preview, sensor sparklines, the clip timer and free disk."""
+
 from __future__ import annotations
 
 import shutil
@@ -110,9 +111,9 @@ class RecordScreen(Screen):
             last_values = ""
             if source.kind != "camera" and latest is not None:
                 channels = info.get("channels", [])
-                last_values = "  ".join(f"{c}={v:.3g}" for c, v in zip(channels, latest.values))
+                last_values = "  ".join(f"{c}={v:.3g}" for c, v in zip(channels, latest.values, strict=False))
                 plots = self.query_one(f"#plots-{source.name}", Plots)
-                for channel, value in zip(channels, latest.values):
+                for channel, value in zip(channels, latest.values, strict=False):
                     if f"{source.name}.{channel}" in plots.values:
                         plots.push(f"{source.name}.{channel}", value)
                 plots.refresh()
@@ -132,7 +133,5 @@ class RecordScreen(Screen):
             self._disk_free = shutil.disk_usage(probe).free
             self._disk_checked = now
         totals = self.session.recorder.totals
-        return (
-            f"captured  {totals.frames} frames, {totals.samples} samples\n"
-            f"disk      {self._disk_free / 2**30:.1f} GiB free in {self.session.config.data_path}"
-        )
+        captured = f"captured  {totals.frames} frames, {totals.samples} samples"
+        return f"{captured}\ndisk      {self._disk_free / 2**30:.1f} GiB free in {self.session.config.data_path}"

@@ -1,5 +1,6 @@
 """Rewards: any contributor's balance, accepted/pending/rejected clips with reasons, and reward events; read
 again when the session reads settlements back, when the screen is shown, and on g."""
+
 from __future__ import annotations
 
 from textual import on, work

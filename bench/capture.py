@@ -5,6 +5,7 @@ device's sequence counter, across every clip boundary), frames dropped, CPU use 
 
     .venv/bin/python bench/capture.py [--seconds 60] [--rate 1000] [--protocol csv]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,12 +47,14 @@ def main() -> int:
     written = []
     with SerialSimulator(SimulatorConfig(rate=args.rate, protocol=args.protocol)) as sim:
         time.sleep(0.5)  # the port is up and streaming before recording starts, as with a real sensor
-        config = from_mapping({
-            "data_dir": str(work / "data"),
-            "recorder": {"clip_seconds": args.clip_seconds},
-            "camera": [{"name": "cam", "source": str(SAMPLE_VIDEO), "loop": True, "fps": 30.0}],
-            "serial": [dict(serial, port=sim.port)],
-        }).validate()
+        config = from_mapping(
+            {
+                "data_dir": str(work / "data"),
+                "recorder": {"clip_seconds": args.clip_seconds},
+                "camera": [{"name": "cam", "source": str(SAMPLE_VIDEO), "loop": True, "fps": 30.0}],
+                "serial": [dict(serial, port=sim.port)],
+            }
+        ).validate()
         cpu0 = time.process_time()
         wall0 = time.monotonic()
         recorder = Recorder(config, make_sources(config), key, on_clip=written.append).start()
@@ -79,7 +82,9 @@ def main() -> int:
     print(f"capture benchmark: 640x480@30 fps file camera + {args.rate:g} Hz {args.protocol} serial over a pty, {args.seconds:g} s")
     print(f"  clips written (verified)     {len(written)} ({verified})")
     print(f"  stream seconds recorded      {stream_s:.2f} in {wall:.2f} s wall")
-    print(f"  real-time factor             {stream_s / wall:.3f}   (stream s per wall s; the end waits {config.recorder.max_source_lag_s:g} s at most for late data)")
+    print(
+        f"  real-time factor             {stream_s / wall:.3f}   (stream s per wall s; the end waits {config.recorder.max_source_lag_s:g} s at most for late data)"
+    )
     print(f"  frames recorded / expected   {frames} / {int(stream_s * 30)}   dropped or late: {dropped}")
     print(f"  serial samples recorded      {len(seqs)}   lost: {lost}   duplicated: {duplicates}   queue drops: {serial_dropped}   parse errors: {errors}")
     print(f"  CPU                          {cpu:.1f} s = {100 * cpu / wall:.0f}% of one core")

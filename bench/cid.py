@@ -4,6 +4,7 @@ process's peak RSS (the builder streams, so it must stay flat).
 
     .venv/bin/python bench/cid.py [--size-mib 1024] [--files 1000] [--file-kib 16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,9 @@ def daemon_comparison(args, big: Path, small: Path) -> None:
             theirs = daemon.add_path(target, pin=False, only_hash=True)["root"]
             node = time.perf_counter() - started
             ours, cid = cid_pass(target)
-            print(f"  {name:<24} js-ipfs 0.66 add --only-hash {node:6.2f} s   CID builder {ours:6.2f} s   speed ratio {node / ours:5.2f}x   same root: {theirs == cid}")
+            print(
+                f"  {name:<24} js-ipfs 0.66 add --only-hash {node:6.2f} s   CID builder {ours:6.2f} s   speed ratio {node / ours:5.2f}x   same root: {theirs == cid}"
+            )
 
 
 def main() -> int:
@@ -79,7 +82,7 @@ def main() -> int:
         for i in range(args.files):
             (small / f"{i:05d}.bin").write_bytes(os.urandom(args.file_kib * 1024))
         rss_before = rss_mib()
-        print(f"CID benchmark (CIDv1, raw leaves, 256 KiB chunks, balanced 174-link tree); files are in the page cache after a warm-up read")
+        print("CID benchmark (CIDv1, raw leaves, 256 KiB chunks, balanced 174-link tree); files are in the page cache after a warm-up read")
         sha256_pass([big])  # warm the page cache so both passes read from memory
         for name, target, files, size in (
             (f"{args.size_mib} MiB file", big, [big], args.size_mib << 20),
@@ -93,7 +96,9 @@ def main() -> int:
                 reference = min(reference, sha256_pass(files))
                 took, cid = cid_pass(target)
                 elapsed = min(elapsed, took)
-            print(f"  {name:<24} sha256 {size / reference / 2**20:8.1f} MiB/s   CID builder {size / elapsed / 2**20:8.1f} MiB/s   ratio {reference / elapsed:.2f}   root {cid}")
+            print(
+                f"  {name:<24} sha256 {size / reference / 2**20:8.1f} MiB/s   CID builder {size / elapsed / 2**20:8.1f} MiB/s   ratio {reference / elapsed:.2f}   root {cid}"
+            )
         print(f"  peak RSS {rss_mib():.0f} MiB (before the builder ran: {rss_before:.0f} MiB)")
         daemon_comparison(args, big, small)
     finally:

@@ -4,6 +4,7 @@ measured in the same run on the embedded EVM (py-evm, Prague). Target: < 3,000 a
 
     .venv/bin/python bench/gas.py [--json]
 """
+
 from __future__ import annotations
 
 import sys

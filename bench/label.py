@@ -7,6 +7,7 @@ once and warmed up before timing, as in a running device.
 
     .venv/bin/python bench/label.py [--repeat 3] [--video collector/sample/hands.mp4] [--devices cpu,cuda]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,17 @@ def make_clip(clips: Path, video: Path, key) -> tuple[Path, int, float]:
     partial.mkdir(parents=True)
     shutil.copy(video, partial / "video.mp4")
     stream = {"name": "cam", "kind": "camera", "source": str(video), "count": frames, "dropped": 0, "late": 0, "lost": 0, "parse_errors": {}, "gaps": []}
-    manifest = {"clip_id": clip_id, "device_id": key.address, "contributor": key.address, "duration_s": frames / fps, "streams": [stream],
-                "labels": None, "quality": None, "privacy": None, "decision": None}
+    manifest = {
+        "clip_id": clip_id,
+        "device_id": key.address,
+        "contributor": key.address,
+        "duration_s": frames / fps,
+        "streams": [stream],
+        "labels": None,
+        "quality": None,
+        "privacy": None,
+        "decision": None,
+    }
     write_manifest(partial, manifest, key)
     return seal(partial, clips / clip_id), frames, frames / fps
 
@@ -59,7 +69,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="knack-label-bench-"))
     key, _ = load_or_create(work / "key.json", "bench", kdf="pbkdf2", iterations=1000)
     config = from_mapping({"data_dir": str(work / "data")}).validate()
-    print(f"labeling benchmark: {Path(args.video).name}, sampling {defaults.sample_fps:g} fps, batches of {defaults.batch_size}, {args.repeat} run(s) per provider")
+    print(
+        f"labeling benchmark: {Path(args.video).name}, sampling {defaults.sample_fps:g} fps, batches of {defaults.batch_size}, {args.repeat} run(s) per provider"
+    )
     rows = []
     for device in args.devices.split(","):
         labeler_config = dataclasses.replace(defaults, device=Device(device), threads=args.threads)

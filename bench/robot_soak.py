@@ -13,11 +13,11 @@ SIGTERM and checks the clean exit. It prints:
 
     .venv/bin/python bench/robot_soak.py [--seconds 600] [--every 10] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 import os
 import signal
 import socket
@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +149,14 @@ def summarize(series: list, wall: float, code: int, stop_s: float) -> dict:
     rss = [(t, total(m, "process_resident_memory_bytes") / 2**20) for t, m in series]
     fds = [total(m, "process_open_fds") for _, m in series]
     # Warm-up: the models load and the first clip is labeled; memory after that is the baseline.
-    warm = next((i for i, (_, m) in enumerate(series) if total(m, "knack_clip_events_total", event="accepted") + total(m, "knack_clip_events_total", event="rejected") >= 1), 0)
+    warm = next(
+        (
+            i
+            for i, (_, m) in enumerate(series)
+            if total(m, "knack_clip_events_total", event="accepted") + total(m, "knack_clip_events_total", event="rejected") >= 1
+        ),
+        0,
+    )
     # RSS swings by tens of MB between a clip being labeled and the pause before the next, so the trend is
     # read from the median of each third of the run after warm-up, not from single readings.
     after = [v for _, v in rss[warm:]]
@@ -191,11 +199,17 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
         return 0 if result["exit_code"] == 0 else 1
-    print(f"RSS      {result['rss_warm_mb']} MB after warm-up -> {result['rss_end_mb']} MB at the end (growth {result['rss_growth_mb']:+} MB, peak {result['rss_peak_mb']} MB);"
-          f" median by third of the run {' -> '.join(str(f) for f in result['rss_median_by_third_mb'])} MB")
+    print(
+        f"RSS      {result['rss_warm_mb']} MB after warm-up -> {result['rss_end_mb']} MB at the end (growth {result['rss_growth_mb']:+} MB, peak {result['rss_peak_mb']} MB);"
+        f" median by third of the run {' -> '.join(str(f) for f in result['rss_median_by_third_mb'])} MB"
+    )
     print(f"fds      {result['fds_warm']} after warm-up -> {result['fds_end']} at the end (max {result['fds_max']})")
-    print(f"clips    {result['clips_written']} written, {result['clips_per_minute']} per minute; outbox {result['clips_by_state']}; rejected because {result['rejected_because']}")
-    print(f"streams  {result['frames_per_s']} frames/s, {result['samples_per_s']} samples/s; dropped {result['dropped']}, lost {result['lost_samples']}, late {result['late_frames']}")
+    print(
+        f"clips    {result['clips_written']} written, {result['clips_per_minute']} per minute; outbox {result['clips_by_state']}; rejected because {result['rejected_because']}"
+    )
+    print(
+        f"streams  {result['frames_per_s']} frames/s, {result['samples_per_s']} samples/s; dropped {result['dropped']}, lost {result['lost_samples']}, late {result['late_frames']}"
+    )
     print(f"stop     SIGTERM -> exit {result['exit_code']} in {result['stop_seconds']} s")
     return 0 if result["exit_code"] == 0 else 1
 

@@ -7,6 +7,7 @@ bare Python.
 
     .venv/bin/python bench/startup.py [--repeat 7] [--json]
 """
+
 from __future__ import annotations
 
 import argparse

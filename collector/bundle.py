@@ -1,14 +1,15 @@
 """The clip bundle on disk (DESIGN.md): canonical signed manifest, atomic placement, verification and crash recovery."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
-import shutil
-import uuid
 import secrets
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def video_name(camera: str, cameras: int) -> str:
 
 def is_video(name: str) -> bool:
     return name.startswith(VIDEO_STEM) and name.endswith(VIDEO_SUFFIX)
+
+
 _CHUNK = 1 << 20
 
 
@@ -65,11 +68,7 @@ def sha256_file(path: Path) -> str:
 
 
 def file_entries(directory: Path) -> list[dict]:
-    return [
-        {"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)}
-        for p in sorted(directory.iterdir())
-        if p.is_file() and p.name != MANIFEST
-    ]
+    return [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST]
 
 
 def _fsync_path(path: Path) -> None:
@@ -159,7 +158,9 @@ def verify_bundle(directory: Path) -> Verification:
     result.signer = signer
     expected = manifest.get("device_id")
     if signer.lower() != str(expected).lower():
-        result.problems.append(f"signature is not valid: it recovers to {signer}, but the manifest's device_id is {expected} (the manifest was changed after signing, or signed by another key)")
+        result.problems.append(
+            f"signature is not valid: it recovers to {signer}, but the manifest's device_id is {expected} (the manifest was changed after signing, or signed by another key)"
+        )
     return result
 
 
@@ -172,7 +173,7 @@ def recover_partials(clips_dir: Path) -> list[str]:
     if not clips_dir.is_dir():
         return messages
     for partial in sorted(clips_dir.glob(PARTIAL_PREFIX + "*")):
-        clip_id = partial.name[len(PARTIAL_PREFIX):]
+        clip_id = partial.name[len(PARTIAL_PREFIX) :]
         if (partial / MANIFEST).exists() and verify_bundle(partial).ok:
             seal(partial, clips_dir / clip_id)
             messages.append(f"salvaged clip {clip_id}: it was complete when the recorder stopped, only the final rename was missing")
@@ -227,7 +228,7 @@ def recover_staged(clips_dir: Path) -> list[str]:
     if not clips_dir.is_dir():
         return messages
     for staging in sorted(clips_dir.glob(STAGING_PREFIX + "*")):
-        clip_id = staging.name[len(STAGING_PREFIX):]
+        clip_id = staging.name[len(STAGING_PREFIX) :]
         clip, retired = clips_dir / clip_id, clips_dir / (RETIRED_PREFIX + clip_id)
         if not clip.exists() and retired.exists() and verify_bundle(staging).ok:
             os.rename(staging, clip)
@@ -236,7 +237,7 @@ def recover_staged(clips_dir: Path) -> list[str]:
             shutil.rmtree(staging)
             messages.append(f"clip {clip_id}: dropped an unfinished relabeled version; the clip keeps its previous labels")
     for retired in sorted(clips_dir.glob(RETIRED_PREFIX + "*")):
-        clip_id = retired.name[len(RETIRED_PREFIX):]
+        clip_id = retired.name[len(RETIRED_PREFIX) :]
         if (clips_dir / clip_id).exists():
             shutil.rmtree(retired)
         else:

@@ -1,9 +1,10 @@
 """The recorder's one clock: monotonic nanoseconds for every capture time, anchored once to UTC wall time."""
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -21,5 +22,5 @@ class Clock:
 
     def utc(self, mono_ns: int) -> str:
         wall = self.wall_ns(mono_ns)
-        stamp = datetime.fromtimestamp(wall // 1_000_000_000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        stamp = datetime.fromtimestamp(wall // 1_000_000_000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{stamp}.{wall % 1_000_000_000:09d}Z"

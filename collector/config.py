@@ -3,22 +3,24 @@
 Lookup order (DESIGN.md): --config, then $KNACK_CONFIG, then the user config directory; KNACK_* variables
 override single values. This is the one module that reads the environment for configuration.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import enum
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
     """A configuration problem, worded for the person who edits knack.toml."""
 
 
-class _Choice(str, enum.Enum):
+class _Choice(enum.StrEnum):
     @classmethod
     def _missing_(cls, value):
         raise ValueError(f"{value!r} is not one of {', '.join(repr(m.value) for m in cls)}")
@@ -142,18 +144,43 @@ class JointStateConfig:
 
     def validate(self, key: str) -> None:
         _require(bool(self.name), f"{key}.name", self.name, "a non-empty stream name")
-        _require(bool(self.port) != bool(self.file), f"{key}.port/file", (self.port, self.file), "exactly one of port (a serial device such as /dev/ttyUSB0) or file (a JSON-lines recording)")
-        _require(self.protocol in (SerialProtocol.JSONL, SerialProtocol.BINARY), f"{key}.protocol", self.protocol.value, "'jsonl' or 'binary' for a joint-state stream")
+        _require(
+            bool(self.port) != bool(self.file),
+            f"{key}.port/file",
+            (self.port, self.file),
+            "exactly one of port (a serial device such as /dev/ttyUSB0) or file (a JSON-lines recording)",
+        )
+        _require(
+            self.protocol in (SerialProtocol.JSONL, SerialProtocol.BINARY),
+            f"{key}.protocol",
+            self.protocol.value,
+            "'jsonl' or 'binary' for a joint-state stream",
+        )
         _require(not self.file or self.protocol is SerialProtocol.JSONL, f"{key}.protocol", self.protocol.value, "'jsonl' for a recording in a file")
-        _require(bool(self.joints) and all(self.joints) and len(set(self.joints)) == len(self.joints), f"{key}.joints", self.joints, "a non-empty list of distinct joint names")
-        _require(bool(self.fields) and self.fields == tuple(f for f in JOINT_FIELDS if f in self.fields) and set(self.fields) <= set(JOINT_FIELDS), f"{key}.fields", self.fields, f"some of {', '.join(repr(f) for f in JOINT_FIELDS)}, in that order")
+        _require(
+            bool(self.joints) and all(self.joints) and len(set(self.joints)) == len(self.joints),
+            f"{key}.joints",
+            self.joints,
+            "a non-empty list of distinct joint names",
+        )
+        _require(
+            bool(self.fields) and self.fields == tuple(f for f in JOINT_FIELDS if f in self.fields) and set(self.fields) <= set(JOINT_FIELDS),
+            f"{key}.fields",
+            self.fields,
+            f"some of {', '.join(repr(f) for f in JOINT_FIELDS)}, in that order",
+        )
         if self.protocol is SerialProtocol.BINARY:
             # A binary frame always starts with (device time, sequence): these name its two header values.
             _require(bool(self.device_time_field), f"{key}.device_time_field", self.device_time_field, 'a name for the frame\'s device time, such as "t_us"')
             _require(bool(self.seq_field), f"{key}.seq_field", self.seq_field, 'a name for the frame\'s sequence counter, such as "seq"')
         _require(self.nominal_rate >= 0, f"{key}.nominal_rate", self.nominal_rate, "samples per second, or 0 if unknown")
         if self.file and self.realtime and not self.device_time_field:
-            _require(self.nominal_rate > 0, f"{key}.nominal_rate", self.nominal_rate, "samples per second to pace a recording without device time (or realtime = false)")
+            _require(
+                self.nominal_rate > 0,
+                f"{key}.nominal_rate",
+                self.nominal_rate,
+                "samples per second to pace a recording without device time (or realtime = false)",
+            )
         _require(self.baudrate > 0, f"{key}.baudrate", self.baudrate, "a positive baud rate such as 115200")
         _require(self.queue_size >= 16, f"{key}.queue_size", self.queue_size, "at least 16")
 
@@ -199,7 +226,12 @@ class StorageConfig:
     def validate(self, key: str) -> None:
         _require(self.ipfs_api == "" or self.ipfs_api.startswith("/"), f"{key}.ipfs_api", self.ipfs_api, "a multiaddr such as /ip4/127.0.0.1/tcp/5001/http")
         _require(self.chain_rpc == "" or "://" in self.chain_rpc, f"{key}.chain_rpc", self.chain_rpc, "a URL such as http://127.0.0.1:8545")
-        _require(self.pinning_service == "" or self.pinning_service.startswith(("http://", "https://")), f"{key}.pinning_service", self.pinning_service, "an https:// URL of an IPFS Pinning Service API endpoint")
+        _require(
+            self.pinning_service == "" or self.pinning_service.startswith(("http://", "https://")),
+            f"{key}.pinning_service",
+            self.pinning_service,
+            "an https:// URL of an IPFS Pinning Service API endpoint",
+        )
 
 
 class Device(_Choice):
@@ -263,7 +295,14 @@ class PolicyConfig:
     max_face_area: float = 0.15
 
     def validate(self, key: str) -> None:
-        for name in ("min_hand_fraction", "max_frozen_fraction", "max_frame_drop_fraction", "max_sample_loss_fraction", "max_parse_error_rate", "max_face_area"):
+        for name in (
+            "min_hand_fraction",
+            "max_frozen_fraction",
+            "max_frame_drop_fraction",
+            "max_sample_loss_fraction",
+            "max_parse_error_rate",
+            "max_face_area",
+        ):
             value = getattr(self, name)
             _require(0 <= value <= 1, f"{key}.{name}", value, "a fraction between 0 and 1")
         _require(0 <= self.min_luma < self.max_luma <= 255, f"{key}.min_luma/max_luma", (self.min_luma, self.max_luma), "0 <= min_luma < max_luma <= 255")
@@ -331,7 +370,7 @@ class Config:
     def keystore_path(self) -> Path:
         return Path(self.identity.keystore).expanduser() if self.identity.keystore else self.data_path / "device-key.json"
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         self.recorder.validate("recorder")
         self.identity.validate("identity")
         self.storage.validate("storage")
@@ -496,7 +535,11 @@ def stream_toml(kind: str, stream) -> str:
     differ from the defaults, one per line."""
     default = type(stream)()
     lines = [f"[[{kind}]]"]
-    lines += [f"{f.name} = {_scalar(getattr(stream, f.name))}" for f in dataclasses.fields(stream) if f.name == "name" or getattr(stream, f.name) != getattr(default, f.name)]
+    lines += [
+        f"{f.name} = {_scalar(getattr(stream, f.name))}"
+        for f in dataclasses.fields(stream)
+        if f.name == "name" or getattr(stream, f.name) != getattr(default, f.name)
+    ]
     return "\n".join(lines) + "\n"
 
 

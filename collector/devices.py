@@ -124,7 +124,7 @@ def list_serial_ports(dev_root: Path = Path("/dev")) -> list[SerialDevice]:
     ports = []
     for info in list_ports.comports(include_links=False):
         path = Path(info.device)
-        usb_id = None if info.vid is None or info.pid is None else "%04x:%04x" % (info.vid, info.pid)
+        usb_id = None if info.vid is None or info.pid is None else f"{info.vid:04x}:{info.pid:04x}"
         ports.append(
             SerialDevice(
                 path=path,

@@ -1,4 +1,5 @@
 """The device's secp256k1 identity: created on first run, kept in an encrypted Ethereum keystore, used to sign manifests."""
+
 from __future__ import annotations
 
 import hashlib
@@ -55,7 +56,11 @@ def recover_signer(message: bytes, signature: dict) -> str:
         v = raw[64] - 27 if raw[64] >= 27 else raw[64]
         digest = hashlib.sha256(message).digest()
         signed = keccak(b"\x19Ethereum Signed Message:\n32" + digest)
-        return keys.Signature(vrs=(v, int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big"))).recover_public_key_from_msg_hash(signed).to_checksum_address()
+        return (
+            keys.Signature(vrs=(v, int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big")))
+            .recover_public_key_from_msg_hash(signed)
+            .to_checksum_address()
+        )
     except Exception as exc:  # eth-keys raises its own validation errors for malformed signatures
         raise IdentityError(f"the signature cannot be read: {exc}") from None
 

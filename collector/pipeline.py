@@ -1,5 +1,6 @@
 """What happens to a clip after the recorder seals it: labeled in a background thread, so capture never waits
 on the models. Later stages (the outbox) hang off the same queue."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import os
 import queue
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from collector.config import Config
 from collector.identity import DeviceKey
@@ -48,7 +49,9 @@ def _yield_to_capture() -> None:
 class LabelWorker:
     """Labels clips in the order they arrive; a clip that fails is reported and kept, the rest go on."""
 
-    def __init__(self, config: Config, key: DeviceKey, on_labeled: Callable | None = None, labeler=None, history: int | None = None, on_failed: Callable | None = None):
+    def __init__(
+        self, config: Config, key: DeviceKey, on_labeled: Callable | None = None, labeler=None, history: int | None = None, on_failed: Callable | None = None
+    ):
         self.config, self.key, self.on_labeled, self.on_failed = config, key, on_labeled, on_failed
         self._labeler = labeler
         self._queue: queue.Queue[Path | None] = queue.Queue()
@@ -58,7 +61,7 @@ class LabelWorker:
         self.counts: Counter = Counter()  # accepted, rejected, failed
         self._thread = threading.Thread(target=self._run, name="knack-labeler", daemon=True)
 
-    def start(self) -> "LabelWorker":
+    def start(self) -> LabelWorker:
         self._thread.start()
         return self
 
@@ -79,7 +82,7 @@ class LabelWorker:
         return self._queue.qsize()
 
     def _run(self) -> None:
-        from collector.labeling import LabelError, Labeler
+        from collector.labeling import Labeler, LabelError
         from collector.labeling.cards import CardError
 
         _yield_to_capture()

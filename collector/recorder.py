@@ -4,6 +4,7 @@ Frames are encoded into the clip's partial directory as they arrive; sensor rows
 closes. A finisher thread writes the parquet files, signs the manifest and renames the bundle into place,
 so sealing one clip never stalls capture of the next.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import pyarrow as pa
@@ -90,7 +91,7 @@ class Recorder:
         self._latest: dict[str, Frame | Sample] = {}
 
     # --- control (any thread) -------------------------------------------------------------------
-    def start(self, record: bool = True) -> "Recorder":
+    def start(self, record: bool = True) -> Recorder:
         self.clips_dir.mkdir(parents=True, exist_ok=True)
         self.recovered = recover_partials(self.clips_dir)
         for source in self.sources:
@@ -341,11 +342,13 @@ class Recorder:
         if not buf.frames:
             return
         cameras, indices, times = zip(*buf.frames)
-        table = pa.table({
-            "camera": pa.array(cameras, pa.string()),
-            "frame_index": pa.array(indices, pa.int64()),
-            "capture_ns": pa.array(times, pa.int64()),
-        })
+        table = pa.table(
+            {
+                "camera": pa.array(cameras, pa.string()),
+                "frame_index": pa.array(indices, pa.int64()),
+                "capture_ns": pa.array(times, pa.int64()),
+            }
+        )
         pq.write_table(table, buf.partial / FRAMES)
 
     def _write_samples_table(self, buf: ClipBuffer) -> int:
@@ -353,12 +356,14 @@ class Recorder:
         if not rows:
             return 0
         channels = {s.name: list(getattr(s, "channels", ())) for s in self.sources if s.kind != "camera"}
-        table = pa.table({
-            "stream": pa.array([s.stream for s in rows], pa.string()),
-            "capture_ns": pa.array([s.capture_ns for s in rows], pa.int64()),
-            "device_ns": pa.array([s.device_ns for s in rows], pa.int64()),
-            "values": pa.array([list(s.values) for s in rows], pa.list_(pa.float64())),
-        })
+        table = pa.table(
+            {
+                "stream": pa.array([s.stream for s in rows], pa.string()),
+                "capture_ns": pa.array([s.capture_ns for s in rows], pa.int64()),
+                "device_ns": pa.array([s.device_ns for s in rows], pa.int64()),
+                "values": pa.array([list(s.values) for s in rows], pa.list_(pa.float64())),
+            }
+        )
         table = table.replace_schema_metadata({"knack.channels": json.dumps(channels)})
         pq.write_table(table, buf.partial / SENSORS)
         return len(rows)
@@ -370,19 +375,20 @@ class Recorder:
             before, after = buf.stats_at_start[source.name], stats[source.name]
             info = dict(source.describe())
             info.setdefault("usb", self.stream_info.get(source.name, {}).get("usb"))
-            times = [t for cam, _, t in buf.frames if cam == source.name] if source.kind == "camera" else [s.capture_ns for s in buf.samples.get(source.name, [])]
-            info.update({
-                "count": len(times),
-                "measured_rate": round((len(times) - 1) / ((times[-1] - times[0]) / 1e9), 3) if len(times) > 1 and times[-1] > times[0] else None,
-                "dropped": after.dropped - before.dropped,
-                "late": after.late - before.late,
-                "lost": after.lost - before.lost,
-                "parse_errors": dict(after.errors - before.errors),
-                "gaps": [
-                    {"start_ns": g.start_ns, "end_ns": g.end_ns, "reason": g.reason}
-                    for g in gaps if g.stream == source.name
-                ],
-            })
+            times = (
+                [t for cam, _, t in buf.frames if cam == source.name] if source.kind == "camera" else [s.capture_ns for s in buf.samples.get(source.name, [])]
+            )
+            info.update(
+                {
+                    "count": len(times),
+                    "measured_rate": round((len(times) - 1) / ((times[-1] - times[0]) / 1e9), 3) if len(times) > 1 and times[-1] > times[0] else None,
+                    "dropped": after.dropped - before.dropped,
+                    "late": after.late - before.late,
+                    "lost": after.lost - before.lost,
+                    "parse_errors": dict(after.errors - before.errors),
+                    "gaps": [{"start_ns": g.start_ns, "end_ns": g.end_ns, "reason": g.reason} for g in gaps if g.stream == source.name],
+                }
+            )
             if source.kind != "camera":  # serial sensors and joint states
                 info["channels"] = list(getattr(source, "channels", ()))
             streams.append(info)
@@ -401,4 +407,3 @@ class Recorder:
             "privacy": None,
             "decision": None,
         }
-

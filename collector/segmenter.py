@@ -1,4 +1,5 @@
 """Which clip a capture time belongs to: the pure core of cutting synchronized streams into clips."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ real serial path runs without hardware.
 The simulated device stamps samples with the host's monotonic clock in microseconds (it runs on the same
 host), which makes the recorder's serial latency and clock alignment measurable.
 """
+
 from __future__ import annotations
 
 import csv
@@ -160,7 +161,7 @@ class SerialSimulator:
             os.replace(tmp, link)
             self.port = str(link)
 
-    def start(self) -> "SerialSimulator":
+    def start(self) -> SerialSimulator:
         self._thread = threading.Thread(target=self._run, name="knack-simulator", daemon=True)
         self._thread.start()
         return self
@@ -184,7 +185,7 @@ class SerialSimulator:
             except OSError:
                 pass
 
-    def __enter__(self) -> "SerialSimulator":
+    def __enter__(self) -> SerialSimulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -2,6 +2,7 @@
 "module:function" (knack.commands, and the app's and the service's own entry points in tui/ and robot/, the
 way console scripts name theirs), imported once the arguments are read: `knack --help` loads no model, chain
 or camera, and the layers below never import the command line back."""
+
 from __future__ import annotations
 
 import argparse
@@ -126,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="knack.commands:cmd_devices")
 
     p = sub.add_parser("udev", help="print udev rules giving USB cameras and serial ports stable names under /dev/knack/ (see udev/README.md)")
-    p.add_argument("path", nargs="*", help="device paths such as /dev/video0, /dev/ttyUSB0 or a /dev/serial/by-id link (default: every USB camera and serial port)")
+    p.add_argument(
+        "path", nargs="*", help="device paths such as /dev/video0, /dev/ttyUSB0 or a /dev/serial/by-id link (default: every USB camera and serial port)"
+    )
     p.add_argument("--name", help="with one path: the link name under /dev/knack/, e.g. wrist_cam (default: kind-vendor-product-serial)")
     p.set_defaults(func="knack.commands:cmd_udev")
 

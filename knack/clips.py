@@ -1,5 +1,6 @@
 """What an operator sees of each clip: its outbox state with the manifest's labels and the chain's record.
 `knack clips` prints it; the app's Clips screen shows the same rows."""
+
 from __future__ import annotations
 
 import json

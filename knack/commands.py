@@ -1,5 +1,6 @@
 """What each `knack` subcommand does (knack/cli.py parses the arguments): it opens what it needs through
 knack.wiring, runs it, and prints what a person reads; a failure is one line and an exit code."""
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,8 @@ def cmd_udev(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from knack.doctor import run_checks
     from collector.config import to_toml
+    from knack.doctor import run_checks
 
     config = _load(args)
     print("Effective configuration:\n")
@@ -126,12 +127,14 @@ def cmd_record(args) -> int:
     run = run_recording(session, args.duration, until_sources_end=args.until_end)
     accepted = sum(r.accepted for r in run.labeled)
     pinned = sum(not p.error for p in run.pinned)
-    print(f"{len(run.written)} clip(s) written, {run.recorder.totals.failed} failed; {len(run.labeled)} labeled: {accepted} accepted, {len(run.labeled) - accepted} rejected; {pinned} pinned")
+    print(
+        f"{len(run.written)} clip(s) written, {run.recorder.totals.failed} failed; {len(run.labeled)} labeled: {accepted} accepted, {len(run.labeled) - accepted} rejected; {pinned} pinned"
+    )
     return 1 if run.recorder.totals.failed else 0
 
 
 def cmd_label(args) -> int:
-    from collector.labeling import LabelError, Labeler
+    from collector.labeling import Labeler, LabelError
     from knack.record import labeled_line
 
     config = _load(args)
@@ -184,7 +187,13 @@ def cmd_status(args) -> int:
     counts = outbox.counts()
     if args.json:
         oldest = outbox.oldest_pending()
-        print(json.dumps({"counts": counts, "store": store.name, "oldest_pending": oldest.__dict__ if oldest else None, "clips": [e.__dict__ for e in outbox.entries()]}, indent=2, default=str))
+        print(
+            json.dumps(
+                {"counts": counts, "store": store.name, "oldest_pending": oldest.__dict__ if oldest else None, "clips": [e.__dict__ for e in outbox.entries()]},
+                indent=2,
+                default=str,
+            )
+        )
         return 0
     print(f"Store: {store.name}")
     print("  ".join(f"{state} {n}" for state, n in counts.items()))
@@ -272,7 +281,9 @@ def cmd_chain_deploy(args) -> int:
     ledger = wiring.open_ledger(config)
     admin = validator_key(config)
     deployment = ledger.deploy(admin, admin.address)
-    print(f"Deployed on {ledger_name(config)} (chain id {deployment.chain_id}): ClipRegistry {deployment.registry}, KnackToken {deployment.token}; admin and validator {admin.address}")
+    print(
+        f"Deployed on {ledger_name(config)} (chain id {deployment.chain_id}): ClipRegistry {deployment.registry}, KnackToken {deployment.token}; admin and validator {admin.address}"
+    )
     return 0
 
 
@@ -296,7 +307,11 @@ def cmd_submit(args) -> int:
     failed = 0
     for result in submit_due(outbox, ledger, key):
         failed += bool(result.error)
-        print(f"batch {result.batch_id}: {len(result.clip_ids)} clip(s) submitted in {result.tx_hash}" if not result.error else f"NOT SUBMITTED {len(result.clip_ids)} clip(s): {result.error}")
+        print(
+            f"batch {result.batch_id}: {len(result.clip_ids)} clip(s) submitted in {result.tx_hash}"
+            if not result.error
+            else f"NOT SUBMITTED {len(result.clip_ids)} clip(s): {result.error}"
+        )
     print(f"{sync_settlements(outbox, ledger)} clip(s) newly settled by the validator")
     return 1 if failed else 0
 
@@ -326,7 +341,9 @@ def cmd_rewards(args) -> int:
     config = _load(args)
     ledger = wiring.open_ledger(config)
     if ledger.deployment is None:
-        raise ConfigError(f"nothing is deployed on {ledger_name(config)} in {config.data_path} yet: no rewards to show (run `knack demo`, or `knack chain deploy` for a real chain)")
+        raise ConfigError(
+            f"nothing is deployed on {ledger_name(config)} in {config.data_path} yet: no rewards to show (run `knack demo`, or `knack chain deploy` for a real chain)"
+        )
     view = rewards_view(ledger, wiring.contributor_address(config, args.address))
     if args.json:
         print(json.dumps(view, indent=2))
@@ -337,7 +354,9 @@ def cmd_rewards(args) -> int:
     for reason, count in view["rejected_reasons"].items():
         print(f"            {count} x {reason}")
     for event in view["events"][-10:]:
-        print(f"  block {event['block']:>6}  batch {event['batch']:>4}  {event['accepted']} accepted  {event['rejected']} rejected  +{event['reward_tokens']} KNACK")
+        print(
+            f"  block {event['block']:>6}  batch {event['batch']:>4}  {event['accepted']} accepted  {event['rejected']} rejected  +{event['reward_tokens']} KNACK"
+        )
     return 0
 
 

@@ -6,6 +6,7 @@ The demo writes into a data directory of its own (`<data_dir>/demo`), never the 
 from a sample and are settled by a validator it runs itself, so they must not mix with real clips or reach
 a real chain. It ends by printing the one `export KNACK_DATA_DIR=…` line after which every other command
 (`knack clips`, `knack verify`, `knack rewards`, `knack tui`) works on what it recorded."""
+
 from __future__ import annotations
 
 import contextlib
@@ -125,7 +126,10 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
     for clip in written:
         result = verify_bundle(clip.path)
         failed += not result.ok
-        print(f"   {'OK    ' if result.ok else 'FAILED'} {clip.clip_id}  {clip.frames:4d} frames {clip.samples:5d} samples" + ("" if result.ok else "  " + "; ".join(result.problems)))
+        print(
+            f"   {'OK    ' if result.ok else 'FAILED'} {clip.clip_id}  {clip.frames:4d} frames {clip.samples:5d} samples"
+            + ("" if result.ok else "  " + "; ".join(result.problems))
+        )
     if not written:
         print("   no clip was written: see the messages above")
         return 1
@@ -135,7 +139,7 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
     print(f"\nDone: {len(written) - failed} verified clip bundle(s) under {config.clips_path}")
     print("\nThe other commands work on what the demo recorded once this is set in your shell:\n")
     print(f"  {wiring.data_dir_line(target)}\n")
-    print('  knack clips                            every clip: state, quality, reason, CID, reward')
+    print("  knack clips                            every clip: state, quality, reason, CID, reward")
     print('  knack verify "$KNACK_DATA_DIR"/clips/*  every file hash and the device signature')
     print("  knack rewards                          the contributor's balance and settled batches")
     print("  knack tui                              the operator's app over the same clips")

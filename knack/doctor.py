@@ -1,4 +1,5 @@
 """`knack doctor`: which real parts this configuration can reach, each as one line."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,11 @@ def _data_dir(config: Config) -> Check:
     if not os.access(probe, os.W_OK):
         return Check("data directory", "fail", f"{path} is not writable by this user")
     free = shutil.disk_usage(probe).free
-    return Check("data directory", "ok" if free > 1 << 30 else "warn", f"{path} ({'exists' if path.exists() else 'created on first recording'}; {free / 2**30:.1f} GiB free)")
+    return Check(
+        "data directory",
+        "ok" if free > 1 << 30 else "warn",
+        f"{path} ({'exists' if path.exists() else 'created on first recording'}; {free / 2**30:.1f} GiB free)",
+    )
 
 
 def _device_key(config: Config) -> Check:
@@ -51,7 +56,13 @@ def _cameras(config: Config) -> list[Check]:
             if frame is None:
                 checks.append(Check(f"camera {cam.name}", "fail", f"{cam.source} opens but gives no frame"))
             else:
-                checks.append(Check(f"camera {cam.name}", "ok", f"{cam.source}: {props.get('width')}x{props.get('height')} @ {props.get('fps'):g} fps {props.get('fourcc', '')}"))
+                checks.append(
+                    Check(
+                        f"camera {cam.name}",
+                        "ok",
+                        f"{cam.source}: {props.get('width')}x{props.get('height')} @ {props.get('fps'):g} fps {props.get('fourcc', '')}",
+                    )
+                )
         else:
             checks.append(Check(f"camera {cam.name}", "fail", why))
     return checks
@@ -87,7 +98,10 @@ def _labeler(config: Config) -> list[Check]:
         models = Models(config.labeler)
     except (CardError, OSError, KeyError) as exc:
         return [Check("labeler", "fail", str(exc))]
-    checks = [Check(f"model {m['task']}", "ok", f"{m['name']} {m['version']} on {m['provider']} (sha256 {m['sha256'][:12]}…, {m['licence']})") for m in models.describe()]
+    checks = [
+        Check(f"model {m['task']}", "ok", f"{m['name']} {m['version']} on {m['provider']} (sha256 {m['sha256'][:12]}…, {m['licence']})")
+        for m in models.describe()
+    ]
     notes = models.notes
     status = "warn" if notes and config.labeler.device.value != "auto" else "info" if notes else "ok"
     checks.append(Check("execution provider", status, f"{models.provider}" + (f": {'; '.join(notes)}" if notes else "")))

@@ -1,10 +1,12 @@
 """What a device session reports while it runs, as typed events: the console, the app's messages and the
 robot's JSON log lines are each one reading of these. Events are posted from the stage that made them
 (capture, labeler, pinner, chain thread): a listener must be quick and must not block."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """`knack record` (and the demo's recording): a device session run at a console until Ctrl-C, a duration,
 or the end of its file cameras, with one line per event and a progress line."""
+
 from __future__ import annotations
 
 import signal

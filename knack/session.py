@@ -3,6 +3,7 @@
 `knack record`, `knack tui`, `knack robot` and `knack demo` all run this class; they differ only in how they
 show its typed events (knack.events). Each stage runs in a thread of its own, so capture never waits on
 labeling, pinning, the chain or a screen; the outbox carries every clip from one stage to the next."""
+
 from __future__ import annotations
 
 import threading
@@ -23,7 +24,7 @@ class ChainRounds(Rounds):
 
     name = "knack-chain"
 
-    def __init__(self, session: "DeviceSession", interval: float):
+    def __init__(self, session: DeviceSession, interval: float):
         super().__init__(interval)
         self.session = session
         self.rounds: Counter = Counter()  # ok, error
@@ -123,7 +124,7 @@ class DeviceSession:
         self.listener(event)
 
     # --- the lifetime ----------------------------------------------------------------------------
-    def start(self, record: bool = True, chain: bool = True) -> "DeviceSession":
+    def start(self, record: bool = True, chain: bool = True) -> DeviceSession:
         """Sources start at once; with record=False no clip is cut until `recorder.start_clip()`. With
         chain=False nothing is submitted on a schedule (`settle()` still runs a round on demand)."""
         from collector.pipeline import unlabeled

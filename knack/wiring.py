@@ -1,13 +1,14 @@
 """The one place where a device's parts are opened from its configuration: keys, the content store, the
 outbox, the ledger and the validator. Every command, the app, the robot and the demo open them here."""
+
 from __future__ import annotations
 
 import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from collector.config import Config, ConfigError
 from collector.identity import IdentityError
@@ -96,8 +97,8 @@ def embedded_store(config: Config):
 def open_outbox(config: Config):
     """The outbox of this data directory, with every labeled clip on disk known to it."""
     from collector.bundle import list_clips
-    from storage.outbox.pinner import enqueue_all
     from storage.outbox.db import Outbox
+    from storage.outbox.pinner import enqueue_all
 
     outbox = Outbox(config.data_path / "outbox.sqlite")
     enqueue_all(outbox, list_clips(config.clips_path))

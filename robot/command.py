@@ -1,5 +1,6 @@
 """`knack robot`: loads the configuration and the keys without printing a thing (its stdout is JSON
 lines), then runs the service until a signal ends it."""
+
 from __future__ import annotations
 
 import logging

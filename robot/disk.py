@@ -2,6 +2,7 @@
 
 The judgements are pure (numbers in, a decision out); measuring the disk and deleting clips are the
 edges, in `measure` and the service."""
+
 from __future__ import annotations
 
 import os

@@ -1,11 +1,12 @@
 """/healthz and /metrics over HTTP on a loopback port, served from a thread of their own."""
+
 from __future__ import annotations
 
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -51,7 +52,7 @@ class HealthServer:
         self.address = self._server.server_address[:2]
         self._thread = threading.Thread(target=self._server.serve_forever, name="knack-http", daemon=True)
 
-    def start(self) -> "HealthServer":
+    def start(self) -> HealthServer:
         self._thread.start()
         return self
 

@@ -2,6 +2,7 @@
 
 ok: every stream records and clips flow. degraded: something needs a person or will once it lasts —
 each reason is one sentence that says what and why. The service keeps running either way."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 Every record carries a UTC time, its level, the logger and the message; an `event` name and any fields
 passed as `extra={"fields": {...}}` go in as keys of their own, for a log pipeline to filter on. Nothing
 secret is ever passed to a logger (keys stay in keystores, passwords in the environment)."""
+
 from __future__ import annotations
 
 import json
@@ -10,14 +11,13 @@ import logging
 import sys
 import threading
 import time
-from datetime import datetime, timezone
-
+from datetime import UTC, datetime
 
 
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": getattr(record, "event", None) or "log",

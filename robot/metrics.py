@@ -2,10 +2,11 @@
 
 A custom collector rather than counters bumped across the code: the recorder, the label worker and the
 outbox already count, so the metrics are those counts, never a second set that could drift from them."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -61,7 +62,12 @@ class ServiceCollector(Collector):
         sensors = [s for s in snap.streams if s.kind != "camera"]
         yield _stream_counter("knack_frames", "Video frames captured, per camera.", cameras, lambda s: s.received)
         yield _stream_counter("knack_samples", "Sensor samples captured, per serial or joint-state stream.", sensors, lambda s: s.received)
-        yield _stream_counter("knack_dropped", "Items dropped because the recorder fell behind (bounded queue full) or they came too late for their clip.", snap.streams, lambda s: s.dropped)
+        yield _stream_counter(
+            "knack_dropped",
+            "Items dropped because the recorder fell behind (bounded queue full) or they came too late for their clip.",
+            snap.streams,
+            lambda s: s.dropped,
+        )
         yield _stream_counter("knack_late_frames", "Frames a camera should have delivered at its nominal rate and did not.", cameras, lambda s: s.late)
         yield _stream_counter("knack_lost_samples", "Samples missing by the device's sequence counter.", sensors, lambda s: s.lost)
         errors = CounterMetricFamily("knack_parse_errors", "Input skipped because it did not parse, per stream and reason.", labels=["stream", "reason"])
@@ -84,10 +90,14 @@ class ServiceCollector(Collector):
         for event, count in sorted(snap.counts.items()):
             done.add_metric([event], count)
         yield done
-        yield GaugeMetricFamily("knack_upload_lag_seconds", "Age of the oldest clip accepted but not yet settled on chain (0 when none waits).", value=snap.upload_lag_s)
+        yield GaugeMetricFamily(
+            "knack_upload_lag_seconds", "Age of the oldest clip accepted but not yet settled on chain (0 when none waits).", value=snap.upload_lag_s
+        )
         yield GaugeMetricFamily("knack_last_error_timestamp_seconds", "Unix time of the last warning or error logged (0 when none).", value=snap.last_error_at)
         yield GaugeMetricFamily("knack_recording", "1 while clips are being recorded, 0 when paused or stopping.", value=1.0 if snap.recording else 0.0)
-        yield GaugeMetricFamily("knack_recording_paused", "1 while recording is paused by the disk quota or the free-space floor.", value=1.0 if snap.paused_because else 0.0)
+        yield GaugeMetricFamily(
+            "knack_recording_paused", "1 while recording is paused by the disk quota or the free-space floor.", value=1.0 if snap.paused_because else 0.0
+        )
         yield GaugeMetricFamily("knack_label_queue", "Clips waiting to be labeled.", value=snap.label_queue)
         yield GaugeMetricFamily("knack_data_dir_bytes", "Bytes on disk under the data directory.", value=snap.data_bytes)
         yield GaugeMetricFamily("knack_disk_free_bytes", "Free bytes on the data directory's file system.", value=snap.free_bytes)

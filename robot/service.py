@@ -4,6 +4,7 @@ The device session (capture -> label -> pin -> submit -> settle) is knack.sessio
 record`, the app and the demo run; this module adds what a service needs around it: disk limits, signals,
 JSON log lines for the session's events, a status line, and the snapshot that /healthz and /metrics read. Its main thread only watches and decides;
 every slow step runs in a thread of its own, so a signal is acted on within a fraction of a second."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from collector.config import Config, ConfigError
 from knack import events as ev
@@ -89,9 +90,16 @@ class RobotService:
         self._start_session(record=True)
         self._start_server()
         event(
-            log, "robot.started", "recording to %s as device %s", self.config.clips_path, self.key.address,
-            device=self.key.address, data_dir=str(self.config.data_path), config=self.config.source,
-            streams=[s.name for s in self.session.recorder.sources], health=self._health_url(),
+            log,
+            "robot.started",
+            "recording to %s as device %s",
+            self.config.clips_path,
+            self.key.address,
+            device=self.key.address,
+            data_dir=str(self.config.data_path),
+            config=self.config.source,
+            streams=[s.name for s in self.session.recorder.sources],
+            health=self._health_url(),
         )
         last_disk = last_prune = last_status = time.monotonic()
         self._check_disk()
@@ -123,10 +131,12 @@ class RobotService:
         if self.server is not None:
             self.server.close()
         event(
-            log, "robot.stopped",
-            "stopped: %d clip(s) written this run; outbox %s" % (self.session.counts["written"], ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+            log,
+            "robot.stopped",
+            f"stopped: {self.session.counts['written']} clip(s) written this run; outbox {', '.join(f'{n} {s}' for s, n in counts.items() if n)}"
             + ("" if finished else "; labeling or pinning was cut short by the grace period and resumes at the next start"),
-            finished=finished, clips=counts,
+            finished=finished,
+            clips=counts,
         )
         return 0
 
@@ -176,7 +186,15 @@ class RobotService:
         try:
             self.server = HealthServer(robot.health_host, robot.health_port, lambda: self.health().as_dict(), registry_for(self.snapshot)).start()
         except OSError as exc:
-            event(log, "robot.http_failed", "no /healthz or /metrics: cannot listen on %s:%d (%s); recording goes on", robot.health_host, robot.health_port, exc.strerror or exc, level=logging.ERROR)
+            event(
+                log,
+                "robot.http_failed",
+                "no /healthz or /metrics: cannot listen on %s:%d (%s); recording goes on",
+                robot.health_host,
+                robot.health_port,
+                exc.strerror or exc,
+                level=logging.ERROR,
+            )
 
     def _health_url(self) -> str | None:
         return f"http://{self.server.address[0]}:{self.server.address[1]}/healthz" if self.server else None
@@ -212,26 +230,69 @@ class RobotService:
 
     def _status(self) -> None:
         snap = self.snapshot()
+        state = "recording" if snap.recording else f"paused: {snap.paused_because}" if snap.paused_because else "not recording"
         event(
-            log, "robot.status", "%s; outbox %s" % ("recording" if snap.recording else f"paused: {snap.paused_because}" if snap.paused_because else "not recording",
-                                                      ", ".join(f"{n} {s}" for s, n in snap.clips_by_state.items() if n) or "empty"),
-            streams={s.name: {"state": s.state, "rate": round(s.rate, 1), "received": s.received, "dropped": s.dropped, "lost": s.lost, "late": s.late, "parse_errors": sum(s.errors.values())} for s in snap.streams},
-            clips=snap.clips_by_state, upload_lag_s=round(snap.upload_lag_s, 1), label_queue=snap.label_queue,
+            log,
+            "robot.status",
+            f"{state}; outbox {', '.join(f'{n} {s}' for s, n in snap.clips_by_state.items() if n) or 'empty'}",
+            streams={
+                s.name: {
+                    "state": s.state,
+                    "rate": round(s.rate, 1),
+                    "received": s.received,
+                    "dropped": s.dropped,
+                    "lost": s.lost,
+                    "late": s.late,
+                    "parse_errors": sum(s.errors.values()),
+                }
+                for s in snap.streams
+            },
+            clips=snap.clips_by_state,
+            upload_lag_s=round(snap.upload_lag_s, 1),
+            label_queue=snap.label_queue,
         )
 
     # --- the session's events, as JSON log lines (posted from the stages' threads) --------------------
     def _on_event(self, happened: ev.Event) -> None:
         match happened:
             case ev.ClipWritten(clip):
-                event(log, "clip.written", "clip %s: %d frames, %d samples", clip.clip_id, clip.frames, clip.samples, clip=clip.clip_id, frames=clip.frames, samples=clip.samples)
+                event(
+                    log,
+                    "clip.written",
+                    "clip %s: %d frames, %d samples",
+                    clip.clip_id,
+                    clip.frames,
+                    clip.samples,
+                    clip=clip.clip_id,
+                    frames=clip.frames,
+                    samples=clip.samples,
+                )
             case ev.ClipLabeled(result):
-                event(log, "clip.labeled", "clip %s %s", result.clip_id, "accepted" if result.accepted else result.summary, clip=result.clip_id, accepted=result.accepted, quality=round(result.score, 3))
+                event(
+                    log,
+                    "clip.labeled",
+                    "clip %s %s",
+                    result.clip_id,
+                    "accepted" if result.accepted else result.summary,
+                    clip=result.clip_id,
+                    accepted=result.accepted,
+                    quality=round(result.score, 3),
+                )
             case ev.ClipPinned(result) if result.error:
                 event(log, "clip.pin_failed", "clip %s not pinned yet: %s", result.clip_id, result.error, level=logging.WARNING, clip=result.clip_id)
             case ev.ClipPinned(result):
                 event(log, "clip.pinned", "clip %s pinned as %s", result.clip_id, result.cid, clip=result.clip_id, cid=result.cid)
             case ev.BatchSubmitted(s) if not s.error:
-                event(log, "chain.submitted", "batch %s of %d clip(s) submitted", s.batch_id, len(s.clip_ids), batch=s.batch_id, clips=len(s.clip_ids), tx=s.tx_hash)
+                event(
+                    log,
+                    "chain.submitted",
+                    "batch %s of %d clip(s) submitted",
+                    s.batch_id,
+                    len(s.clip_ids),
+                    batch=s.batch_id,
+                    clips=len(s.clip_ids),
+                    tx=s.tx_hash,
+                )
             case ev.ClipsSettled(count):
                 event(log, "chain.settled", "%d clip(s) settled on chain", count, clips=count)
             case ev.Problem("chain", text):

@@ -1,5 +1,6 @@
 """The one way storage opens SQLite: WAL journal and full sync, so a committed row survives a power
 cut and a kill -9 leaves the last committed state."""
+
 from __future__ import annotations
 
 import sqlite3

@@ -4,6 +4,7 @@ Checks per clip: the DAG is there and every block matches its CID; the manifest 
 device that submitted the batch; every file matches the manifest's sha256; the device's own policy
 accepted it; and it is new (not the same CID, nor the same video under another clip id). The validator
 keeps what it has seen in its own SQLite file."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Fixtures for the real parts: a pty sensor from the simulator, video files, a device key, configs."""
+
 from __future__ import annotations
 
 import time
@@ -137,7 +138,18 @@ def make_clip(tmp_path, device_key):
         writer.release()
         times = [int(i * 1e9 / fps) for i in range(len(frames))]
         pq.write_table(pa.table({"camera": ["cam"] * len(frames), "frame_index": list(range(len(frames))), "capture_ns": times}), partial / "frames.parquet")
-        camera = {"name": "cam", "kind": "camera", "source": "test", "count": len(frames), "dropped": 0, "late": 0, "lost": 0, "parse_errors": {}, "gaps": [], **(camera or {})}
+        camera = {
+            "name": "cam",
+            "kind": "camera",
+            "source": "test",
+            "count": len(frames),
+            "dropped": 0,
+            "late": 0,
+            "lost": 0,
+            "parse_errors": {},
+            "gaps": [],
+            **(camera or {}),
+        }
         manifest = {
             "clip_id": clip_id,
             "device_id": device_key.address,
@@ -147,7 +159,10 @@ def make_clip(tmp_path, device_key):
             "duration_s": len(frames) / fps,
             "streams": [camera, *streams],
             "marks": [],
-            "labels": None, "quality": None, "privacy": None, "decision": None,
+            "labels": None,
+            "quality": None,
+            "privacy": None,
+            "decision": None,
         }
         manifest.update(manifest_extra)
         write_manifest(partial, manifest, device_key)
@@ -182,32 +197,40 @@ def write_colour_classifier(directory: Path, classes=("red", "green", "blue"), *
     path = directory / "colour.onnx"
     onnx.save(model, str(path))
     card = {
-        "name": "colour-test", "version": "1", "task": "classifier", "file": "colour.onnx",
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "licence": "Apache-2.0", "source": "built by the tests",
-        "input_name": "image", "input_shape": "[-1, 3, 64, 64]", "output_name": "probs", "output_shape": "[-1, 3]",
+        "name": "colour-test",
+        "version": "1",
+        "task": "classifier",
+        "file": "colour.onnx",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "licence": "Apache-2.0",
+        "source": "built by the tests",
+        "input_name": "image",
+        "input_shape": "[-1, 3, 64, 64]",
+        "output_name": "probs",
+        "output_shape": "[-1, 3]",
         "labels": ", ".join(f'"{label}"' for label in classes),
     }
     card.update(card_changes)
-    text = f'''name = "{card['name']}"
-version = "{card['version']}"
-task = "{card['task']}"
-file = "{card['file']}"
-sha256 = "{card['sha256']}"
-licence = "{card['licence']}"
-source = "{card['source']}"
-labels = [{card['labels']}]
+    text = f'''name = "{card["name"]}"
+version = "{card["version"]}"
+task = "{card["task"]}"
+file = "{card["file"]}"
+sha256 = "{card["sha256"]}"
+licence = "{card["licence"]}"
+source = "{card["source"]}"
+labels = [{card["labels"]}]
 
 [input]
-name = "{card['input_name']}"
-shape = {card['input_shape']}
+name = "{card["input_name"]}"
+shape = {card["input_shape"]}
 layout = "NCHW"
 color = "RGB"
 range = [0.0, 1.0]
 resize = "stretch"
 
 [[outputs]]
-name = "{card['output_name']}"
-shape = {card['output_shape']}
+name = "{card["output_name"]}"
+shape = {card["output_shape"]}
 role = "scores"
 
 [decode]

@@ -84,8 +84,7 @@ def node_tools_missing(daemon: bool = True) -> str | None:
     return None
 
 
-def reference_cids(path: str | os.PathLike[str], *, hidden: bool = False,
-                   car: str | os.PathLike[str] | None = None, timeout: float = 600) -> dict:
+def reference_cids(path: str | os.PathLike[str], *, hidden: bool = False, car: str | os.PathLike[str] | None = None, timeout: float = 600) -> dict:
     """Import ``path`` like ``ipfs add -r --cid-version=1 --raw-leaves`` and return
     ``{"root": cid, "blocks": [cid, ...], "count": n}`` (CIDv1 base32 strings).
 
@@ -103,8 +102,7 @@ def reference_cids(path: str | os.PathLike[str], *, hidden: bool = False,
     if car is not None:
         cmd += ["--car", os.fspath(car)]
     cmd.append(os.fspath(path))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **_NODE_ENV})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **_NODE_ENV})
     if proc.returncode != 0:
         raise RuntimeError(f"reference.mjs failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -139,8 +137,7 @@ class IpfsDaemon:
     leaving the ``with`` block) stops it and deletes the repository.
     """
 
-    def __init__(self, repo: str | os.PathLike[str] | None = None, *, startup_timeout: float = 60.0,
-                 offline: bool = False):
+    def __init__(self, repo: str | os.PathLike[str] | None = None, *, startup_timeout: float = 60.0, offline: bool = False):
         self._own_repo = repo is None
         self.repo = Path(repo) if repo is not None else Path(tempfile.mkdtemp(prefix="knack-jsipfs-"))
         self.startup_timeout = startup_timeout
@@ -179,8 +176,7 @@ class IpfsDaemon:
             return
         self.repo.mkdir(parents=True, exist_ok=True)
         # The `test` profile: no bootstrap peers, no delegates, MDNS and webRTCStar off.
-        proc = subprocess.run([str(JSIPFS), "init", "--profile", "test", "--empty-repo"],
-                              capture_output=True, text=True, env=self._env(), timeout=120)
+        proc = subprocess.run([str(JSIPFS), "init", "--profile", "test", "--empty-repo"], capture_output=True, text=True, env=self._env(), timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"jsipfs init failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-2000:]}")
 
@@ -212,7 +208,7 @@ class IpfsDaemon:
         except OSError:
             return ""
 
-    def start(self) -> "IpfsDaemon":
+    def start(self) -> IpfsDaemon:
         """Start the daemon (initialising the repository the first time) and wait for its API.
 
         The ports are chosen once, at construction; if one was taken in the meantime the first
@@ -232,7 +228,7 @@ class IpfsDaemon:
                 self.api_port, self.gateway_port, self.swarm_port = _free_ports(3)
         raise AssertionError("unreachable")
 
-    def _spawn_and_wait(self) -> "IpfsDaemon":
+    def _spawn_and_wait(self) -> IpfsDaemon:
         self._write_config()
         self._clear_stale_state()
         cmd = [str(JSIPFS), "daemon", "--enable-preload=false"]
@@ -242,8 +238,7 @@ class IpfsDaemon:
         log_start = self._log.tell()
         self._log.write(f"\n--- {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
         self._log.flush()
-        self.proc = subprocess.Popen(cmd, env=self._env(), stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, env=self._env(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if self.proc.poll() is not None:
@@ -265,8 +260,7 @@ class IpfsDaemon:
                 raise _PortInUse()
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"jsipfs daemon API {self.url} did not answer within "
-                                   f"{self.startup_timeout:.0f} s; log tail:\n{self.log_tail()}")
+                raise RuntimeError(f"jsipfs daemon API {self.url} did not answer within {self.startup_timeout:.0f} s; log tail:\n{self.log_tail()}")
             time.sleep(0.1)
 
     def _log_since(self, offset: int) -> str:
@@ -308,7 +302,7 @@ class IpfsDaemon:
                 pass
         self.stop(timeout=0.1)
 
-    def restart(self) -> "IpfsDaemon":
+    def restart(self) -> IpfsDaemon:
         self.stop()
         return self.start()
 
@@ -324,7 +318,7 @@ class IpfsDaemon:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "IpfsDaemon":
+    def __enter__(self) -> IpfsDaemon:
         try:
             return self.start()
         except BaseException:
@@ -335,8 +329,7 @@ class IpfsDaemon:
         self.close()
 
     # -- RPC ---------------------------------------------------------------------------------
-    def rpc(self, command: str, *, data: bytes | None = None, content_type: str | None = None,
-            timeout: float = 60, **params) -> dict | list | str:
+    def rpc(self, command: str, *, data: bytes | None = None, content_type: str | None = None, timeout: float = 60, **params) -> dict | list | str:
         """POST ``/api/v0/<command>`` with query ``params`` (``_`` in names becomes ``-``; list
         values repeat the parameter) and return the decoded JSON (a list for several lines)."""
         query = []
@@ -361,17 +354,19 @@ class IpfsDaemon:
             return ""
         return lines[0] if len(lines) == 1 else lines
 
-    def add_path(self, path: str | os.PathLike[str], *, hidden: bool = False, pin: bool = True,
-                 only_hash: bool = False, timeout: float = 600) -> dict:
+    def add_path(self, path: str | os.PathLike[str], *, hidden: bool = False, pin: bool = True, only_hash: bool = False, timeout: float = 600) -> dict:
         """Add a file or directory through ``/api/v0/add`` as kubo's ``ipfs add -r
         --cid-version=1 --raw-leaves`` would name it; return ``{"root": cid, "entries": [...]}``
         with the daemon's answer lines (``Name``/``Hash``/``Size``).  Streams the multipart body."""
         top = _top_name(Path(path))
         body, boundary = _multipart_body(Path(path), top, hidden)
-        lines = self._post_stream("add", body, f"multipart/form-data; boundary={boundary}", timeout,
-                                  **{"cid-version": 1, "raw-leaves": "true", "cid-base": "base32",
-                                     "pin": "true" if pin else "false",
-                                     "only-hash": "true" if only_hash else "false"})
+        lines = self._post_stream(
+            "add",
+            body,
+            f"multipart/form-data; boundary={boundary}",
+            timeout,
+            **{"cid-version": 1, "raw-leaves": "true", "cid-base": "base32", "pin": "true" if pin else "false", "only-hash": "true" if only_hash else "false"},
+        )
         root = next((e["Hash"] for e in reversed(lines) if e.get("Name") == top), lines[-1]["Hash"])
         return {"root": root, "entries": lines}
 
@@ -381,15 +376,15 @@ class IpfsDaemon:
         boundary = "knack-car-" + os.urandom(8).hex()
 
         def body():
-            yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"import.car\"\r\n"
-                   f"Content-Type: application/octet-stream\r\n\r\n").encode()
+            yield (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="import.car"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
             with open(car, "rb") as f:
                 while chunk := f.read(1 << 20):
                     yield chunk
             yield f"\r\n--{boundary}--\r\n".encode()
 
-        return self._post_stream("dag/import", body(), f"multipart/form-data; boundary={boundary}", timeout,
-                                 **{"pin-roots": "true" if pin_roots else "false"})
+        return self._post_stream("dag/import", body(), f"multipart/form-data; boundary={boundary}", timeout, **{"pin-roots": "true" if pin_roots else "false"})
 
     def _post_stream(self, command: str, chunks, content_type: str, timeout: float, **params) -> list:
         query = urllib.parse.urlencode(params)
@@ -434,8 +429,7 @@ def _multipart_body(path: Path, top: str, hidden: bool):
 
     def part(name: str, ctype: str) -> bytes:
         quoted = urllib.parse.quote(name, safe="")
-        return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{quoted}\"\r\n"
-                f"Content-Type: {ctype}\r\n\r\n").encode()
+        return (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{quoted}"\r\nContent-Type: {ctype}\r\n\r\n').encode()
 
     def file_chunks(p: Path):
         with open(p, "rb") as f:
@@ -464,4 +458,3 @@ def _multipart_body(path: Path, top: str, hidden: bool):
         yield f"--{boundary}--\r\n".encode()
 
     return body(), boundary
-

@@ -1,4 +1,5 @@
 """The embedded block store: put/get/has, pins, garbage collection, hash-checked reads, CAR export."""
+
 import io
 import sqlite3
 

@@ -1,4 +1,5 @@
 """Clip bundles: verification catches every change, and a crash never leaves a half clip that looks whole."""
+
 import json
 import os
 import shutil
@@ -122,7 +123,7 @@ def test_a_crash_before_the_rename_leaves_no_clip_and_the_partial_is_salvaged(si
     [message] = recover_partials(config.clips_path)
     assert message.startswith("salvaged clip ")
     [clip] = list_clips(config.clips_path)
-    assert clip.name == partial.name[len(PARTIAL_PREFIX):] and verify_bundle(clip).ok
+    assert clip.name == partial.name[len(PARTIAL_PREFIX) :] and verify_bundle(clip).ok
 
 
 def test_a_crash_mid_clip_leaves_a_partial_that_is_removed_on_the_next_start(simulator, make_config, device_key, monkeypatch):

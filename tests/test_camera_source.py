@@ -1,9 +1,9 @@
 """The OpenCV camera source on real video files: timestamps, measured rate, file end, and a source that appears late."""
+
 import queue
 import shutil
 import threading
 import time
-
 
 from collector.clock import Clock
 from collector.config import CameraConfig
@@ -52,9 +52,7 @@ def test_a_file_that_ends_is_reported_once_and_the_source_ends(video_file, caplo
         source.start(Clock())
         assert wait_until(source.ended, 10)
     source.stop()
-    assert [r.getMessage() for r in caplog.records if "ended" in r.getMessage()] == [
-        f"camera cam: video file {video_file} ended after 45 frames"
-    ]
+    assert [r.getMessage() for r in caplog.records if "ended" in r.getMessage()] == [f"camera cam: video file {video_file} ended after 45 frames"]
     assert source.ended_ns is not None
 
 

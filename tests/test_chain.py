@@ -1,5 +1,6 @@
 """The chain flow on the embedded EVM: deploy, submit pinned clips in batches, validate by CID, settle,
 read rewards; state that survives the process; a crash between signing and sending; reverts in words."""
+
 import json
 import os
 import subprocess
@@ -7,20 +8,20 @@ import sys
 
 import pytest
 
+from storage.content.ipfs import EmbeddedStore
 from storage.ledger.base import ChainError
 from storage.ledger.reasons import Reason
-from storage.ledger.web3_ledger import open_ledger
-from storage.content.ipfs import EmbeddedStore
+from storage.ledger.rewards import rewards_view
+from storage.ledger.web3_ledger import ARTIFACTS, open_ledger
 from storage.outbox.db import Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
-from storage.ledger.rewards import rewards_view
 from storage.outbox.submitter import submit_due, sync_settlements
 from storage.validator import Validator
 from tests.test_outbox import ACCEPTED, noise_frames
 
-from storage.ledger.web3_ledger import ARTIFACTS
-
-pytestmark = pytest.mark.skipif(not (ARTIFACTS / "ClipRegistry.json").exists(), reason="the contract artifacts are not built yet (storage/ledger/contracts/artifacts)")
+pytestmark = pytest.mark.skipif(
+    not (ARTIFACTS / "ClipRegistry.json").exists(), reason="the contract artifacts are not built yet (storage/ledger/contracts/artifacts)"
+)
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_a_crash_between_signing_and_sending_submits_the_batch_once(world, devic
 
 
 def test_the_validator_rejects_duplicates_and_a_forged_manifest(world, device_key, validator_key):
-    outbox, chain, store = world["outbox"], world["chain"], world["store"]
+    outbox, chain = world["outbox"], world["chain"]
     submit_due(outbox, chain, device_key)
     world["validator"].run_once()
     # The same clips again, as a second batch: every one is a duplicate.

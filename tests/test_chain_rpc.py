@@ -1,4 +1,5 @@
 """The same chain flow against a real JSON-RPC dev node (Foundry's anvil from the npm registry) on loopback."""
+
 import shutil
 import socket
 import subprocess
@@ -7,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from storage.ledger.web3_ledger import ARTIFACTS, open_ledger
 from storage.content.ipfs import EmbeddedStore
+from storage.ledger.rewards import rewards_view
+from storage.ledger.web3_ledger import ARTIFACTS, open_ledger
 from storage.outbox.db import Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
-from storage.ledger.rewards import rewards_view
 from storage.outbox.submitter import submit_due, sync_settlements
 from storage.validator import Validator
 from tests.test_outbox import ACCEPTED, noise_frames

@@ -1,4 +1,5 @@
 """The `knack` command as a user runs it: separate processes, real pty, real files."""
+
 import json
 import os
 import re
@@ -15,7 +16,9 @@ KNACK = [sys.executable, "-m", "knack"]
 
 @pytest.fixture
 def env(tmp_path):
-    return dict(os.environ, HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "share"), XDG_CONFIG_HOME=str(tmp_path / "config"), KNACK_DEVICE_PASSWORD="correct horse")
+    return dict(
+        os.environ, HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "share"), XDG_CONFIG_HOME=str(tmp_path / "config"), KNACK_DEVICE_PASSWORD="correct horse"
+    )
 
 
 def knack(*args, env, timeout=120, check=True):

@@ -1,5 +1,6 @@
 """What an operator sees of each clip (`knack clips`) and throwing away clips not shared yet (`knack discard`):
 real signed clip bundles, a real outbox file, the real CLI in a separate process."""
+
 import dataclasses
 import json
 import os
@@ -12,8 +13,8 @@ import pytest
 
 from collector.bundle import list_clips
 from knack.clips import REWARD_UNIT, ClipView, clip_view, clip_views, describe
-from storage.outbox.discard import DiscardError, discard, sweep_discarded
 from storage.outbox.db import DISCARDABLE, STATES, Outbox
+from storage.outbox.discard import DiscardError, discard, sweep_discarded
 from storage.outbox.pinner import enqueue, enqueue_all
 
 KNACK = [sys.executable, "-m", "knack"]
@@ -348,8 +349,14 @@ def test_clip_views_filters_by_state_oldest_first_and_skips_discarded(outbox, cl
 @pytest.fixture
 def env(tmp_path):
     """As tests/test_cli.py runs `knack`, with the data directory where make_clip writes."""
-    return dict(os.environ, HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "share"), XDG_CONFIG_HOME=str(tmp_path / "config"),
-                KNACK_DEVICE_PASSWORD="correct horse", KNACK_DATA_DIR=str(tmp_path / "data"))
+    return dict(
+        os.environ,
+        HOME=str(tmp_path),
+        XDG_DATA_HOME=str(tmp_path / "share"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        KNACK_DEVICE_PASSWORD="correct horse",
+        KNACK_DATA_DIR=str(tmp_path / "data"),
+    )
 
 
 def knack(*args, env):

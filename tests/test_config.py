@@ -1,4 +1,5 @@
 """knack.toml into frozen dataclasses; every error names the key, the bad value and what is expected."""
+
 import dataclasses
 
 import pytest
@@ -98,8 +99,8 @@ def test_environment_overrides_every_kind_of_setting(tmp_path):
     [
         ('[[serial]]\nport = "/dev/ttyUSB0"\nprotocol = "nmea"', "serial[0].protocol = 'nmea' is not valid: expected one of 'csv', 'jsonl', 'kv', 'binary'"),
         ('[[serial]]\nbaudrate = "fast"', "serial[0].baudrate = 'fast' is not valid: expected an integer"),
-        ('[[serial]]\nbaudrate = -9600', "serial[0].baudrate = -9600 is not valid: expected a positive baud rate"),
-        ('[recorder]\nclip_second = 3', "recorder.clip_second is not a known setting: expected one of clip_seconds, max_source_lag_s"),
+        ("[[serial]]\nbaudrate = -9600", "serial[0].baudrate = -9600 is not valid: expected a positive baud rate"),
+        ("[recorder]\nclip_second = 3", "recorder.clip_second is not a known setting: expected one of clip_seconds, max_source_lag_s"),
         ('[[camera]]\nfourcc = "MJPEG"', "camera[0].fourcc = 'MJPEG' is not valid: expected four characters"),
         ('[identity]\ncontributor = "alice"', "identity.contributor = 'alice' is not valid: expected an EVM address"),
         ('[[serial]]\nprotocol = "binary"\nbinary_format = "<Qf"\nbinary_fields = ["t"]', "serial[0].binary_fields = ('t',) is not valid: expected 2 names"),

@@ -1,5 +1,6 @@
 """The reward contracts (storage/ledger/contracts): ClipRegistry and KnackToken on eth-tester's in-process py-evm
 (Prague) through web3.py, from the committed artifacts; no Node needed except for the rebuild check."""
+
 from __future__ import annotations
 
 import ast
@@ -9,7 +10,6 @@ import random
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -33,8 +33,6 @@ def digests(n: int, salt: str = "") -> list[bytes]:
     return [hashlib.sha256(f"{salt}clip {i}".encode()).digest() for i in range(n)]
 
 
-
-
 def expected_reward(qualities, per=REWARD, cap=CAP) -> int:
     return sum(min(per * q // 10000, cap) for q in qualities)
 
@@ -46,15 +44,11 @@ class Chain:
         self.tester = provider.ethereum_tester
         self.admin, self.validator, self.device, self.device2, self.stranger = self.w3.eth.accounts[:5]
         self.registry = self.deploy("ClipRegistry", self.admin, self.validator, REWARD, CAP)
-        self.token = self.w3.eth.contract(
-            address=self.registry.functions.token().call(), abi=load_artifact("KnackToken")["abi"]
-        )
+        self.token = self.w3.eth.contract(address=self.registry.functions.token().call(), abi=load_artifact("KnackToken")["abi"])
 
     def deploy(self, name, *args):
         art = load_artifact(name)
-        tx = self.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(*args).transact(
-            {"from": self.admin}
-        )
+        tx = self.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(*args).transact({"from": self.admin})
         receipt = self.w3.eth.wait_for_transaction_receipt(tx)
         assert receipt.status == 1
         self.deploy_receipt = receipt
@@ -121,9 +115,7 @@ def assert_reverts(contract, fn, sender, name, *args):
 
 def source_hash(art: dict) -> str:
     """build.mjs's sourceHash, recomputed from src/*.sol and the artifact's compiler settings."""
-    sources = {
-        f"src/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(SOURCES.glob("*.sol"))
-    }
+    sources = {f"src/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(SOURCES.glob("*.sol"))}
     doc = {
         "compiler": art["compiler"]["version"],
         "dependencies": art["dependencies"],
@@ -203,9 +195,7 @@ def test_only_admin_sets_reward_and_roles(chain):
     validator_role = keccak(text="VALIDATOR_ROLE")
     for who in (chain.validator, chain.device):
         assert_reverts(chain.registry, r.setReward(5, 5), who, "AccessControlUnauthorizedAccount", who, admin_role)
-        assert_reverts(
-            chain.registry, r.grantRole(validator_role, who), who, "AccessControlUnauthorizedAccount", who, admin_role
-        )
+        assert_reverts(chain.registry, r.grantRole(validator_role, who), who, "AccessControlUnauthorizedAccount", who, admin_role)
         assert_reverts(
             chain.registry,
             r.revokeRole(validator_role, chain.validator),
@@ -235,9 +225,7 @@ def test_validator_role_grant_and_revoke(chain):
     receipt = chain.send(r.revokeRole(validator_role, chain.validator), chain.admin)
     (ev,) = events(chain.registry, "RoleRevoked", receipt)
     assert (ev.args.role, ev.args.account, ev.args.sender) == (validator_role, chain.validator, chain.admin)
-    assert_reverts(
-        chain.registry, settle, chain.validator, "AccessControlUnauthorizedAccount", chain.validator, validator_role
-    )
+    assert_reverts(chain.registry, settle, chain.validator, "AccessControlUnauthorizedAccount", chain.validator, validator_role)
     receipt = chain.send(settle, chain.stranger)
     (ev,) = events(chain.registry, "BatchSettled", receipt)
     assert ev.args.validator == chain.stranger
@@ -368,11 +356,9 @@ def test_double_settle_reverts(chain):
 def test_unknown_batch_reverts(chain):
     r = chain.registry.functions
     for batch_id in (0, 1, 2**256 - 1):
-        assert_reverts(chain.registry, r.settleBatch(batch_id, [1], pack_qualities([10000]), b""),
-                       chain.validator, "UnknownBatch", batch_id)
+        assert_reverts(chain.registry, r.settleBatch(batch_id, [1], pack_qualities([10000]), b""), chain.validator, "UnknownBatch", batch_id)
     chain.submit(digests(1))
-    assert_reverts(chain.registry, r.settleBatch(1, [1], pack_qualities([10000]), b""),
-                   chain.validator, "UnknownBatch", 1)
+    assert_reverts(chain.registry, r.settleBatch(1, [1], pack_qualities([10000]), b""), chain.validator, "UnknownBatch", 1)
     assert chain.token.functions.totalSupply().call() == 0
 
 

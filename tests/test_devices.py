@@ -122,11 +122,11 @@ def test_format_devices_says_nothing_was_found_and_hints_why():
 def test_format_devices_lists_entries_with_their_symlinks(fake_roots):
     dev_root, sys_root = fake_roots
     text = format_devices(list_cameras(dev_root, sys_root), [])
-    line = next(l for l in text.splitlines() if l.strip().startswith(str(dev_root / "video0")))
+    line = next(row for row in text.splitlines() if row.strip().startswith(str(dev_root / "video0")))
     assert '"Foo Cam: Foo Cam"' in line and "usb 046d:0825" in line and "serial A1B2C3" in line
     assert f"    also: {dev_root / 'v4l/by-id/usb-Foo_Cam-video-index0'}" in text
     assert f"    also: {dev_root / 'knack/wrist_cam'}" in text
-    assert "not a capture node" in next(l for l in text.splitlines() if str(dev_root / "video1") in l)
+    assert "not a capture node" in next(row for row in text.splitlines() if str(dev_root / "video1") in row)
 
 
 def test_format_devices_suggests_a_stable_name_of_a_capture_node_and_usb_port_for_knack_toml(fake_roots):

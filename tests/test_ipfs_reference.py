@@ -1,7 +1,7 @@
 """Byte-for-byte agreement with independent IPFS implementations: the npm `ipfs-unixfs-importer`
 (the importer of js-ipfs and Helia, with kubo's parameters) and a real js-ipfs daemon on loopback,
 driven through ipfshttpclient as a device would drive kubo."""
-import os
+
 import time
 from collections import Counter
 
@@ -9,9 +9,9 @@ import pytest
 
 from storage.content.cid import Cid
 from storage.content.ipfs import DaemonStore, EmbeddedStore
+from storage.content.unixfs import CHUNK, add_path
 from storage.outbox.db import Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
-from storage.content.unixfs import CHUNK, add_path
 from tests.ipfs_node import IpfsDaemon, node_tools_missing, reference_cids
 from tests.test_outbox import ACCEPTED, noise_frames
 

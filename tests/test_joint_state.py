@@ -1,5 +1,6 @@
 """The robot joint-state stream: the decoder, its config, a pty robot through the real serial path, a replayed
 recording, and joint rows in sensors.parquet on the same clock as the video."""
+
 import json
 import math
 import random
@@ -48,8 +49,18 @@ def fresh(decoder):
 
 def test_joint_states_are_stored_as_seq_then_joint_fields_field_major():
     d = fresh(JointStateDecoder(ARM, ("position", "velocity", "effort")))
-    assert d.channels == ("seq", "shoulder.position", "elbow.position", "wrist.position", "shoulder.velocity", "elbow.velocity",
-                          "wrist.velocity", "shoulder.effort", "elbow.effort", "wrist.effort")
+    assert d.channels == (
+        "seq",
+        "shoulder.position",
+        "elbow.position",
+        "wrist.position",
+        "shoulder.velocity",
+        "elbow.velocity",
+        "wrist.velocity",
+        "shoulder.effort",
+        "elbow.effort",
+        "wrist.effort",
+    )
     r = d.feed(message(7))
     assert not r.errors
     [reading] = r.readings
@@ -166,17 +177,32 @@ def test_a_joints_table_loads_with_its_defaults_and_prints_back_as_toml(tmp_path
     [
         ({"joints": ["a"]}, "joints[0].port/file = ('', '') is not valid: expected exactly one of port"),
         ({"port": "/dev/ttyACM0", "file": "arm.jsonl", "joints": ["a"]}, "joints[0].port/file = ('/dev/ttyACM0', 'arm.jsonl') is not valid"),
-        ({"port": "/dev/ttyACM0", "protocol": "csv", "joints": ["a"]}, "joints[0].protocol = 'csv' is not valid: expected 'jsonl' or 'binary' for a joint-state stream"),
-        ({"port": "/dev/ttyACM0", "protocol": "nmea", "joints": ["a"]}, "joints[0].protocol = 'nmea' is not valid: expected one of 'csv', 'jsonl', 'kv', 'binary'"),
+        (
+            {"port": "/dev/ttyACM0", "protocol": "csv", "joints": ["a"]},
+            "joints[0].protocol = 'csv' is not valid: expected 'jsonl' or 'binary' for a joint-state stream",
+        ),
+        (
+            {"port": "/dev/ttyACM0", "protocol": "nmea", "joints": ["a"]},
+            "joints[0].protocol = 'nmea' is not valid: expected one of 'csv', 'jsonl', 'kv', 'binary'",
+        ),
         ({"file": "arm.bin", "protocol": "binary", "joints": ["a"]}, "joints[0].protocol = 'binary' is not valid: expected 'jsonl' for a recording in a file"),
         ({"port": "/dev/ttyACM0"}, "joints[0].joints = () is not valid: expected a non-empty list of distinct joint names"),
         ({"port": "/dev/ttyACM0", "joints": ["a", "a"]}, "joints[0].joints = ('a', 'a') is not valid"),
         ({"port": "/dev/ttyACM0", "joints": "a"}, "joints[0].joints = 'a' is not valid: expected a list of strings"),
-        ({"port": "/dev/ttyACM0", "joints": ["a"], "fields": ["torque"]}, "joints[0].fields = ('torque',) is not valid: expected some of 'position', 'velocity', 'effort', in that order"),
+        (
+            {"port": "/dev/ttyACM0", "joints": ["a"], "fields": ["torque"]},
+            "joints[0].fields = ('torque',) is not valid: expected some of 'position', 'velocity', 'effort', in that order",
+        ),
         ({"port": "/dev/ttyACM0", "joints": ["a"], "fields": ["effort", "position"]}, "joints[0].fields = ('effort', 'position') is not valid"),
         ({"port": "/dev/ttyACM0", "joints": ["a"], "fields": []}, "joints[0].fields = () is not valid"),
-        ({"port": "/dev/ttyACM0", "protocol": "binary", "joints": ["a"], "seq_field": ""}, "joints[0].seq_field = '' is not valid: expected a name for the frame's sequence counter"),
-        ({"file": "arm.jsonl", "joints": ["a"], "device_time_field": ""}, "joints[0].nominal_rate = 0.0 is not valid: expected samples per second to pace a recording"),
+        (
+            {"port": "/dev/ttyACM0", "protocol": "binary", "joints": ["a"], "seq_field": ""},
+            "joints[0].seq_field = '' is not valid: expected a name for the frame's sequence counter",
+        ),
+        (
+            {"file": "arm.jsonl", "joints": ["a"], "device_time_field": ""},
+            "joints[0].nominal_rate = 0.0 is not valid: expected samples per second to pace a recording",
+        ),
         ({"port": "/dev/ttyACM0", "joints": ["a"], "baudrate": 0}, "joints[0].baudrate = 0 is not valid"),
         ({"port": "/dev/ttyACM0", "joints": ["a"], "torque": 1}, "joints[0].torque is not a known setting"),
     ],
@@ -198,7 +224,9 @@ def test_stream_names_are_unique_across_cameras_serial_and_joints():
 @pytest.mark.parametrize("protocol", ["jsonl", "binary"])
 def test_a_simulated_robot_delivers_every_joint_state_in_order(simulator, protocol):
     sim = simulator(stream="joints", joints=6, rate=250, protocol=protocol)
-    config = from_mapping({"joints": [{"name": "arm", "port": sim.port, "protocol": protocol, "joints": list(sim.joint_names), "nominal_rate": 250.0}]}).validate()
+    config = from_mapping(
+        {"joints": [{"name": "arm", "port": sim.port, "protocol": protocol, "joints": list(sim.joint_names), "nominal_rate": 250.0}]}
+    ).validate()
     [source] = make_sources(config)
     assert isinstance(source, JointSerialSource) and source.kind == "joints"
     source.start(Clock())
@@ -308,12 +336,14 @@ def test_joint_states_are_recorded_in_sensors_parquet_on_the_video_clock(simulat
         arm = {"file": str(write_joint_recording(tmp_path / "arm.jsonl", joints=6, seconds=3.0, rate=200.0))}
     else:
         arm = {"port": simulator(stream="joints", joints=6, rate=200, protocol="binary").port, "protocol": "binary"}
-    config = from_mapping({
-        "data_dir": str(tmp_path / "data"),
-        "recorder": {"clip_seconds": 10},
-        "camera": [{"name": "cam", "source": str(video)}],
-        "joints": [{"name": "arm", "joints": names, "nominal_rate": 200.0, **arm}],
-    }).validate()
+    config = from_mapping(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "recorder": {"clip_seconds": 10},
+            "camera": [{"name": "cam", "source": str(video)}],
+            "joints": [{"name": "arm", "joints": names, "nominal_rate": 200.0, **arm}],
+        }
+    ).validate()
     written = []
     recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
     assert wait_until(recorder.sources_ended, 10)

@@ -1,4 +1,5 @@
 """The detectors' geometry on numbers: anchors, box decoding, suppression, letterboxing and hand crops."""
+
 import math
 
 import numpy as np
@@ -37,11 +38,13 @@ def test_box_decoding_relative_to_the_anchor():
 
 
 def test_weighted_nms_merges_overlapping_boxes_and_keeps_separate_ones():
-    rows = np.array([
-        [0.0, 0.0, 10.0, 10.0, 0.9],
-        [1.0, 1.0, 11.0, 11.0, 0.6],
-        [50.0, 50.0, 60.0, 60.0, 0.7],
-    ])
+    rows = np.array(
+        [
+            [0.0, 0.0, 10.0, 10.0, 0.9],
+            [1.0, 1.0, 11.0, 11.0, 0.6],
+            [50.0, 50.0, 60.0, 60.0, 0.7],
+        ]
+    )
     merged = weighted_nms(rows, 0.3)
     assert len(merged) == 2
     assert merged[0, 4] == 0.9

@@ -1,12 +1,29 @@
 """The accept/reject policy: each threshold gives its own machine-readable reason and a sentence."""
+
 import pytest
 
 from collector.config import PolicyConfig
 from collector.labeling.policy import decide, decision
 from collector.labeling.quality import quality_score, stream_quality
 
-GOOD_CAMERA = {"sampled_frames": 50, "hand_fraction": 0.95, "sharpness": 300.0, "luma_mean": 120.0, "frozen_fraction": 0.0, "underexposed_fraction": 0.01, "overexposed_fraction": 0.0}
-GOOD = {"duration_s": 10.0, "cameras": {"cam": GOOD_CAMERA}, "streams": {"cam": {"kind": "camera", "frame_drop_fraction": 0.0, "longest_gap_s": 0.0}, "imu": {"kind": "serial", "sample_loss_fraction": 0.0, "parse_error_rate": 0.0, "longest_gap_s": 0.0}}, "privacy": {"faces": 0, "largest_area": 0.0, "blurred": True}}
+GOOD_CAMERA = {
+    "sampled_frames": 50,
+    "hand_fraction": 0.95,
+    "sharpness": 300.0,
+    "luma_mean": 120.0,
+    "frozen_fraction": 0.0,
+    "underexposed_fraction": 0.01,
+    "overexposed_fraction": 0.0,
+}
+GOOD = {
+    "duration_s": 10.0,
+    "cameras": {"cam": GOOD_CAMERA},
+    "streams": {
+        "cam": {"kind": "camera", "frame_drop_fraction": 0.0, "longest_gap_s": 0.0},
+        "imu": {"kind": "serial", "sample_loss_fraction": 0.0, "parse_error_rate": 0.0, "longest_gap_s": 0.0},
+    },
+    "privacy": {"faces": 0, "largest_area": 0.0, "blurred": True},
+}
 
 
 def facts(**changes):
@@ -62,10 +79,20 @@ def test_thresholds_come_from_config():
 
 
 def test_stream_quality_from_the_recorders_counts():
-    manifest = {"streams": [
-        {"name": "cam", "kind": "camera", "count": 95, "dropped": 3, "late": 2, "gaps": []},
-        {"name": "imu", "kind": "serial", "count": 900, "lost": 100, "dropped": 0, "parse_errors": {"garbage": 10}, "gaps": [{"start_ns": 0, "end_ns": 1_500_000_000, "reason": "unplugged"}]},
-    ]}
+    manifest = {
+        "streams": [
+            {"name": "cam", "kind": "camera", "count": 95, "dropped": 3, "late": 2, "gaps": []},
+            {
+                "name": "imu",
+                "kind": "serial",
+                "count": 900,
+                "lost": 100,
+                "dropped": 0,
+                "parse_errors": {"garbage": 10},
+                "gaps": [{"start_ns": 0, "end_ns": 1_500_000_000, "reason": "unplugged"}],
+            },
+        ]
+    }
     q = stream_quality(manifest)
     assert q["cam"] == {"kind": "camera", "longest_gap_s": 0.0, "frame_drop_fraction": 0.05}
     assert q["imu"] == {"kind": "serial", "longest_gap_s": 1.5, "sample_loss_fraction": 0.1, "parse_error_rate": 0.011}

@@ -1,4 +1,5 @@
 """Execution providers: the GPU when it is there, one clear line and the CPU when it is not."""
+
 import logging
 
 from collector.config import Device, LabelerConfig

@@ -1,6 +1,6 @@
 """The shipped models on real photographs, the face blur, each policy reason on a clip built to trigger it,
 and the rewritten, re-signed manifest."""
-import dataclasses
+
 import json
 import os
 import subprocess
@@ -12,7 +12,7 @@ import pytest
 
 from collector.bundle import recover_staged, verify_bundle
 from collector.config import LabelerConfig, from_mapping
-from collector.labeling import LabelError, Labeler
+from collector.labeling import Labeler, LabelError
 from collector.labeling.models import Models
 from tests.conftest import MEDIA, photo_frames, write_colour_classifier
 
@@ -246,7 +246,14 @@ def test_a_crash_mid_swap_is_finished_or_undone(make_clip, labeler):
 
 def test_knack_label_relabels_clips_from_the_command_line(make_clip, tmp_path, device_keystore):
     clip = make_clip(person(36))
-    env = dict(os.environ, KNACK_DATA_DIR=str(tmp_path / "data"), KNACK_DEVICE_PASSWORD="test-password", KNACK_IDENTITY_KEYSTORE=str(device_keystore), KNACK_LABELER_THREADS="2", XDG_CONFIG_HOME=str(tmp_path / "no-config"))
+    env = dict(
+        os.environ,
+        KNACK_DATA_DIR=str(tmp_path / "data"),
+        KNACK_DEVICE_PASSWORD="test-password",
+        KNACK_IDENTITY_KEYSTORE=str(device_keystore),
+        KNACK_LABELER_THREADS="2",
+        XDG_CONFIG_HOME=str(tmp_path / "no-config"),
+    )
     env.pop("KNACK_CONFIG", None)
     run = subprocess.run([sys.executable, "-m", "knack", "label", str(clip)], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

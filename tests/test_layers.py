@@ -1,6 +1,7 @@
 """DESIGN.md's layer table, checked over the real imports (module level and inside functions alike):
 `tui/`, `robot/` -> `knack/` -> `storage/` -> `collector/`, the storage rooms kept apart, no import loop,
 and contract objects touched only inside the web3 ledger."""
+
 from __future__ import annotations
 
 import ast
@@ -141,7 +142,11 @@ def test_only_the_web3_ledger_touches_contract_functions_and_events():
         if path in allowed or contracts in path.parents:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr in ("functions", "events") and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "ev")):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("functions", "events")
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "ev"))
+            ):
                 wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
     assert not wrong, "\n".join(wrong)
 

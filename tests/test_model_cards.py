@@ -1,4 +1,5 @@
 """Model cards are checked against the real model: every difference is named."""
+
 import pytest
 
 from collector.config import Device

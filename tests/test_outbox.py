@@ -1,5 +1,6 @@
 """The outbox: idempotent transitions, backoff, and every accepted clip pinned exactly once through
 kill -9, a store that fails, and a full disk."""
+
 import errno
 import os
 import random
@@ -15,9 +16,9 @@ import pytest
 
 from storage.content.cid import Cid
 from storage.content.ipfs import EmbeddedStore, StoreUnavailable
+from storage.content.unixfs import add_path
 from storage.outbox.db import BACKOFF_MAX_S, NEVER, Outbox, backoff
 from storage.outbox.pinner import enqueue_all, pin_due
-from storage.content.unixfs import add_path
 
 ACCEPTED = {"status": "accepted", "accepted": True, "reasons": [], "summary": "accepted: every check passed"}
 REJECTED = {"status": "rejected", "accepted": False, "reasons": [{"code": "no_hands"}], "summary": "rejected: no hands in 90% of frames"}
@@ -101,7 +102,14 @@ def test_a_store_that_goes_away_and_a_full_disk_delay_clips_but_lose_none(tmp_pa
     outbox = Outbox(tmp_path / "o.sqlite")
     enqueue_all(outbox, made)
     store = EmbeddedStore(tmp_path / "blocks.sqlite")
-    flaky = FlakyStore(store, {2: StoreUnavailable("IPFS daemon went away"), 4: OSError(errno.ENOSPC, "No space left on device"), 5: sqlite3.OperationalError("database or disk is full")})
+    flaky = FlakyStore(
+        store,
+        {
+            2: StoreUnavailable("IPFS daemon went away"),
+            4: OSError(errno.ENOSPC, "No space left on device"),
+            5: sqlite3.OperationalError("database or disk is full"),
+        },
+    )
     first = pin_due(outbox, flaky)
     # One pinned, then the store was gone: the round stops and that clip waits.
     assert [bool(r.error) for r in first] == [False, True]
@@ -133,7 +141,7 @@ def test_kill_9_at_random_points_then_restart_pins_every_clip_exactly_once(tmp_p
     subprocess.run([sys.executable, "-m", "knack", "pin"], check=True, env=dict(env, KNACK_DATA_DIR=str(probe)), capture_output=True)
     whole = time.monotonic() - t0
     kills = 0
-    for attempt in range(40):
+    for _ in range(40):
         proc = subprocess.Popen([sys.executable, "-m", "knack", "pin"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         try:
             proc.wait(timeout=rng.uniform(0.3, 0.95) * whole)

@@ -1,4 +1,5 @@
 """The serial decoders: every protocol, garbage, partial lines and corrupt frames; never a wrong value."""
+
 from collector.simulator import IMU_BINARY_FORMAT, IMU_FIELDS, encode
 from collector.sources.protocols import (
     MAX_LINE,

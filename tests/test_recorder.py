@@ -1,4 +1,5 @@
 """The recorder: clips cut on one clock from a video-file camera and a pty sensor, written as clip bundles."""
+
 import json
 import time
 

@@ -1,4 +1,5 @@
 """Remote pinning over the IPFS Pinning Service API, against a local HTTP service that speaks it."""
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -7,9 +8,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from storage.content.ipfs import EmbeddedStore
+from storage.content.remote_pin import PinningService, RemotePinError
 from storage.outbox.db import NEVER, Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
-from storage.content.remote_pin import PinningService, RemotePinError
 from tests.test_outbox import ACCEPTED, noise_frames
 
 TOKEN = "secret-token"

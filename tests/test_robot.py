@@ -1,5 +1,6 @@
 """The pieces of `knack robot`: health judgement, disk limits, JSON-line logs, /metrics and /healthz over HTTP,
 and the service in process (quota pause and resume, pruning, reload), plus the systemd unit."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector.config import from_mapping
 from collector.sample import SAMPLE_VIDEO
 from robot import disk
-from robot.health import StreamHealth, assess
 from robot.endpoint import HealthServer
+from robot.health import StreamHealth, assess
 from robot.logs import JsonLines, install
 from robot.metrics import Snapshot, StreamSnapshot, registry_for
 from storage.outbox.db import Entry
@@ -188,14 +189,24 @@ def service_config(tmp_path, simulator):
     sim = simulator(rate=200, protocol="csv")
 
     def make(**robot):
-        return from_mapping({
-            "data_dir": str(tmp_path / "data"),
-            "recorder": {"clip_seconds": 1.0},
-            "labeler": {"label_on_record": False},
-            "robot": {"health_port": 0, "status_every_s": 1.0, "min_free_mb": 0.0, **robot},
-            "camera": [{"name": "cam", "source": str(SAMPLE_VIDEO), "loop": True}],
-            "serial": [{"name": "imu", "port": sim.port, "csv_columns": ["t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz"], "device_time_field": "t_us", "seq_field": "seq"}],
-        }).validate()
+        return from_mapping(
+            {
+                "data_dir": str(tmp_path / "data"),
+                "recorder": {"clip_seconds": 1.0},
+                "labeler": {"label_on_record": False},
+                "robot": {"health_port": 0, "status_every_s": 1.0, "min_free_mb": 0.0, **robot},
+                "camera": [{"name": "cam", "source": str(SAMPLE_VIDEO), "loop": True}],
+                "serial": [
+                    {
+                        "name": "imu",
+                        "port": sim.port,
+                        "csv_columns": ["t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz"],
+                        "device_time_field": "t_us",
+                        "seq_field": "seq",
+                    }
+                ],
+            }
+        ).validate()
 
     return make
 

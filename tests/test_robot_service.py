@@ -1,6 +1,7 @@
 """`knack robot` end to end, as systemd runs it: a subprocess with a video-file camera, a joint-state stream on a
 real pty and the embedded store and chain; /metrics and /healthz scraped over HTTP; SIGTERM mid-clip, kill -9
 mid-clip, restarts; every clip recorded ends settled (or rejected on the device) exactly once."""
+
 from __future__ import annotations
 
 import json
@@ -62,7 +63,9 @@ class Robot:
         self.log_path, self.port = log, port
         self._log = open(log, "ab")
         self.start_offset = log.stat().st_size if log.exists() else 0
-        self.proc = subprocess.Popen([sys.executable, "-m", "knack", "--config", str(config), "robot"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "knack", "--config", str(config), "robot"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.PIPE
+        )
 
     def events(self) -> list[dict]:
         text = self.log_path.read_bytes()[self.start_offset :].decode()
@@ -112,16 +115,32 @@ def robot_setup(tmp_path, simulator):
     sim = simulator(rate=500, protocol="jsonl", stream="joints", joints=6, garbage=0.01)
     port = free_port()
     data = tmp_path / "data"
-    config = write_config(tmp_path / "knack.toml", {
-        "data_dir": str(data),
-        "recorder": {"clip_seconds": 2.0},
-        # Every clip is accepted on the device, so every one must reach the chain: the flow is under test, not the policy.
-        "policy": {"min_hand_fraction": 0.0, "min_sharpness": 0.0, "max_frame_drop_fraction": 0.5, "max_sample_loss_fraction": 0.5, "max_gap_s": 30.0, "min_duration_s": 0.0},
-        "robot": {"health_port": port, "act_as_validator": True, "chain_every_s": 1.0, "status_every_s": 2.0, "grace_s": 20.0, "min_free_mb": 1.0},
-        "camera": [{"name": "cam", "source": str(SAMPLE_VIDEO), "loop": True}],
-        "joints": [{"name": "arm", "port": sim.port, "protocol": "jsonl", "joints": list(joint_names(6)), "nominal_rate": 500.0}],
-    })
-    env = dict(os.environ, HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "share"), XDG_CONFIG_HOME=str(tmp_path / "config"), KNACK_DEVICE_PASSWORD="robot password 1")
+    config = write_config(
+        tmp_path / "knack.toml",
+        {
+            "data_dir": str(data),
+            "recorder": {"clip_seconds": 2.0},
+            # Every clip is accepted on the device, so every one must reach the chain: the flow is under test, not the policy.
+            "policy": {
+                "min_hand_fraction": 0.0,
+                "min_sharpness": 0.0,
+                "max_frame_drop_fraction": 0.5,
+                "max_sample_loss_fraction": 0.5,
+                "max_gap_s": 30.0,
+                "min_duration_s": 0.0,
+            },
+            "robot": {"health_port": port, "act_as_validator": True, "chain_every_s": 1.0, "status_every_s": 2.0, "grace_s": 20.0, "min_free_mb": 1.0},
+            "camera": [{"name": "cam", "source": str(SAMPLE_VIDEO), "loop": True}],
+            "joints": [{"name": "arm", "port": sim.port, "protocol": "jsonl", "joints": list(joint_names(6)), "nominal_rate": 500.0}],
+        },
+    )
+    env = dict(
+        os.environ,
+        HOME=str(tmp_path),
+        XDG_DATA_HOME=str(tmp_path / "share"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        KNACK_DEVICE_PASSWORD="robot password 1",
+    )
     env.pop("KNACK_DATA_DIR", None)
     return config, env, tmp_path / "robot.log", port, data
 
@@ -183,8 +202,8 @@ def test_sigterm_kill_9_a_second_sigterm_and_restarts_settle_every_clip_exactly_
     assert robot.events()[-1]["event"] == "robot.stopped"
 
     # Every clip on disk has one outbox row in a final state, and the chain holds each CID once.
-    from storage.ledger.web3_ledger import open_ledger
     from storage.content.cid import Cid
+    from storage.ledger.web3_ledger import open_ledger
     from storage.outbox.db import Outbox
 
     outbox = Outbox(data / "outbox.sqlite")

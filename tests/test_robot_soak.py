@@ -1,4 +1,5 @@
 """bench/robot_soak.py for 20 s instead of 10 minutes: the harness itself works, and nothing leaks fast."""
+
 import json
 import subprocess
 import sys
@@ -10,7 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_a_short_soak_records_settles_and_stops_cleanly_without_leaking_descriptors():
     out = subprocess.run(
         [sys.executable, "bench/robot_soak.py", "--seconds", "20", "--every", "2", "--clip-seconds", "3", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads(out.stdout.splitlines()[-1])

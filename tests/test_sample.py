@@ -1,5 +1,6 @@
 """The bundled sample recording: its format, that it shows a live moving hand, that its IMU log covers it, that the
 default policy accepts every clip the demo cuts from it, and that its sources are attributed."""
+
 import csv
 import json
 

@@ -1,4 +1,5 @@
 """Clip boundaries as plain data: duration cuts, operator start/stop/split, late items."""
+
 from collector.segmenter import Segmenter
 
 S = 1_000_000_000

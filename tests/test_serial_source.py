@@ -1,4 +1,5 @@
 """The serial source on a real pseudo-terminal driven by the simulator: protocols, garbage, a vanishing port."""
+
 import queue
 import time
 
@@ -174,7 +175,12 @@ def test_the_table_knack_simulate_prints_pastes_into_knack_toml_and_reads_every_
     from collector.config import load
     from collector.sources import make_sources
 
-    proc = subprocess.Popen([sys.executable, "-m", "knack", "simulate", "serial", "--protocol", protocol, "--duration", "20"], stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "knack", "simulate", "serial", "--protocol", protocol, "--duration", "20"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     try:
         lines = []
         while not (lines and lines[-1] == "" and any(line.startswith("[[serial]]") for line in lines)):

@@ -1,4 +1,5 @@
 """udev/99-knack.rules and `knack udev`: valid rules, and the same /dev/knack/ names from both."""
+
 import os
 import re
 import shutil
@@ -46,7 +47,7 @@ def parse_rule(line: str) -> list[Item]:
     items, pos = [], 0
     while True:
         m = _ITEM.match(line, pos)
-        assert m, f"expected KEY op \"value\" at {line[pos:]!r} in {line!r}"
+        assert m, f'expected KEY op "value" at {line[pos:]!r} in {line!r}'
         items.append(Item(m["key"], m["attr"], m["op"], m["value"]))
         pos = m.end()
         if pos == len(line):
@@ -238,7 +239,7 @@ def _values(rule: list[Item]) -> dict:
     return {(i.key if i.attr is None else f"{i.key}{{{i.attr}}}"): i.value for i in rule}
 
 
-def test_rule_for_a_camera_matches_its_usb_ids_and_serial_number(fake_roots):
+def test_rule_for_a_camera_matches_its_usb_ids_and_serial_number(fake_roots):  # noqa: F811 (the fixture imported above)
     cam = list_cameras(*fake_roots)[0]
     [rule] = parse_rules(rule_for(cam))
     check_rule(rule)
@@ -281,7 +282,9 @@ def test_rule_for_takes_a_role_name_and_refuses_one_that_is_no_plain_name():
             rule_for(camera(), name=bad)
 
 
-@pytest.mark.parametrize("device", [port(None, None, "/dev/ttyS0"), port(None, None, "/dev/pts/3"), camera(None, None, None)], ids=["uart", "pty", "csi camera"])
+@pytest.mark.parametrize(
+    "device", [port(None, None, "/dev/ttyS0"), port(None, None, "/dev/pts/3"), camera(None, None, None)], ids=["uart", "pty", "csi camera"]
+)
 def test_rule_for_refuses_a_device_without_usb_identity(device):
     with pytest.raises(UdevRuleError, match=f"^{re.escape(str(device.path))}: not a USB device"):
         rule_for(device)
@@ -294,7 +297,19 @@ def test_rule_for_refuses_a_cameras_metadata_node():
 
 @pytest.mark.parametrize(
     "raw, short",
-    [("A50285BI", "A50285BI"), (" AB  12 ", "AB_12"), ("a/b", "a_b"), ("x\\x41", "x_x41"), ("v1.0+rc:2=@#", "v1.0+rc:2=@#"), ("a,b", None), ("tab\there", None), ("ü1", None), ("", None), ("   ", None), (None, None)],
+    [
+        ("A50285BI", "A50285BI"),
+        (" AB  12 ", "AB_12"),
+        ("a/b", "a_b"),
+        ("x\\x41", "x_x41"),
+        ("v1.0+rc:2=@#", "v1.0+rc:2=@#"),
+        ("a,b", None),
+        ("tab\there", None),
+        ("ü1", None),
+        ("", None),
+        ("   ", None),
+        (None, None),
+    ],
 )
 def test_serial_numbers_are_cleaned_as_udev_usb_id_does(raw, short):
     assert udev_serial(raw) == short
@@ -323,7 +338,7 @@ def test_rules_for_refuses_when_nothing_is_usb():
         rules_for([], [port(None, None, "/dev/ttyS0")])
 
 
-def test_usb_interface_of_reads_the_interface_a_node_hangs_off(fake_roots):
+def test_usb_interface_of_reads_the_interface_a_node_hangs_off(fake_roots):  # noqa: F811 (the fixture imported above)
     dev_root, sys_root = fake_roots
     _write(sys_root / USB_DEVICE / "1-1:1.0" / "bInterfaceNumber", "00")
     # A usb-serial port sits one level below its interface: 1-1:1.1/ttyUSB1.

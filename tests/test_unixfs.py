@@ -1,4 +1,5 @@
 """The CID builder against published vectors and against the DAG shape kubo makes."""
+
 import hashlib
 import os
 

@@ -3,13 +3,15 @@
 A card is a TOML file next to its ONNX file. The labeler trusts nothing in it: `check_card` compares it with
 the model's real inputs and outputs and the file's hash, and lists every difference in words.
 """
+
 from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 TASKS = {
     # task: output roles the card must name
@@ -127,11 +129,19 @@ def load_card(path: str | Path) -> ModelCard:
     for i, raw in enumerate(need(data, "outputs", list)):
         if not isinstance(raw, dict):
             raise CardError(f"model card {path}: outputs[{i}] is not a table")
-        outputs.append(OutputSpec(need(raw, "name", str, f"outputs[{i}]."), tuple(int(d) for d in need(raw, "shape", list, f"outputs[{i}].")), need(raw, "role", str, f"outputs[{i}].")))
+        outputs.append(
+            OutputSpec(
+                need(raw, "name", str, f"outputs[{i}]."),
+                tuple(int(d) for d in need(raw, "shape", list, f"outputs[{i}].")),
+                need(raw, "role", str, f"outputs[{i}]."),
+            )
+        )
     roles = [o.role for o in outputs]
     missing = [r for r in TASKS[data["task"]] if r not in roles]
     if missing:
-        raise CardError(f"model card {path}: a {data['task']} model needs outputs with role {', '.join(repr(r) for r in missing)}; the card names roles {roles}")
+        raise CardError(
+            f"model card {path}: a {data['task']} model needs outputs with role {', '.join(repr(r) for r in missing)}; the card names roles {roles}"
+        )
     labels = tuple(str(v) for v in data.get("labels", ()))
     decode = data.get("decode", {})
     if data["task"] == "classifier":

@@ -1,11 +1,12 @@
 """Pure geometry of the detectors: resizing frames into model inputs, SSD anchors and box decoding,
 non-maximum suppression, and MediaPipe's palm-to-hand crop. No I/O, no model calls: numpy and OpenCV
 array functions only, so every step is testable on numbers."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import cv2
 import numpy as np
@@ -194,10 +195,13 @@ def roi_matrix(roi: Roi, out_size: int) -> np.ndarray:
     scale = out_size / roi.size
     cos, sin = math.cos(roi.angle) * scale, math.sin(roi.angle) * scale
     # Rotate by +angle about the ROI centre (image y points down), then centre in the output.
-    return np.array([
-        [cos, sin, out_size / 2 - cos * roi.cx - sin * roi.cy],
-        [-sin, cos, out_size / 2 + sin * roi.cx - cos * roi.cy],
-    ], dtype=np.float64)
+    return np.array(
+        [
+            [cos, sin, out_size / 2 - cos * roi.cx - sin * roi.cy],
+            [-sin, cos, out_size / 2 + sin * roi.cx - cos * roi.cy],
+        ],
+        dtype=np.float64,
+    )
 
 
 def crop_roi(image: np.ndarray, roi: Roi, out_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,17 +1,18 @@
 """Labels a clip bundle on the device: one decoding pass over each video feeds the models (sampled frames, in
 batches), the quality metrics (every frame) and the face blur (every frame, written as it goes); then the
 policy decides, and the manifest is rewritten and re-signed."""
+
 from __future__ import annotations
 
 import bisect
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
 import logging
 import shutil
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -58,15 +59,17 @@ class VideoResult:
     def summary(self) -> dict:
         counts = self.hand_counts
         out = self.picture.summary()
-        out.update({
-            "hand_fraction": round(sum(c > 0 for c in counts) / len(counts), 4) if counts else 0.0,
-            "hands_max": max(counts, default=0),
-            "hands_mean": round(float(np.mean(counts)), 3) if counts else 0.0,
-            **hand_motion(self.tracks, max(1, self.width)),
-            "width": self.width,
-            "height": self.height,
-            "fps": round(self.fps, 3),
-        })
+        out.update(
+            {
+                "hand_fraction": round(sum(c > 0 for c in counts) / len(counts), 4) if counts else 0.0,
+                "hands_max": max(counts, default=0),
+                "hands_mean": round(float(np.mean(counts)), 3) if counts else 0.0,
+                **hand_motion(self.tracks, max(1, self.width)),
+                "width": self.width,
+                "height": self.height,
+                "fps": round(self.fps, 3),
+            }
+        )
         return out
 
 
@@ -124,7 +127,15 @@ class Labeler:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         outcome = manifest["decision"]
-        labeled = Labeled(manifest["clip_id"], clip, outcome["accepted"], outcome["summary"], manifest["quality"]["score"], sum(r.privacy.frames_blurred for r in results.values()), time.monotonic() - started)
+        labeled = Labeled(
+            manifest["clip_id"],
+            clip,
+            outcome["accepted"],
+            outcome["summary"],
+            manifest["quality"]["score"],
+            sum(r.privacy.frames_blurred for r in results.values()),
+            time.monotonic() - started,
+        )
         log.debug("clip %s: %s (quality %.2f, %.1f s)", labeled.clip_id, labeled.summary, labeled.score, labeled.seconds)
         return labeled
 
@@ -251,7 +262,7 @@ class Labeler:
                 "scores": {label: round(float(value), 4) for label, value in zip(classifier.card.labels, mean)},
             }
         labels = {
-            "labeled_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "labeled_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "labeler": collector.__version__,
             "execution_provider": self.provider,
             "sample_fps": config.labeler.sample_fps,

@@ -1,16 +1,17 @@
 """The shipped detectors and operators' extra classifiers, each behind its card, run on batches of frames."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from collector.config import Device, LabelerConfig
 from collector.labeling.cards import CardError, ModelCard, check_card, load_card
-from collector.labeling.detection import Placement, apply_affine, crop_roi, decode_ssd, fit, palm_roi, place, ssd_anchors, tiles, to_tensor, weighted_nms, iou
+from collector.labeling.detection import Placement, apply_affine, crop_roi, decode_ssd, fit, iou, palm_roi, place, ssd_anchors, tiles, to_tensor, weighted_nms
 from collector.labeling.runtime import Model, OnnxModel, default_cache_dir
 
 log = logging.getLogger("knack.labeler")
@@ -180,11 +181,15 @@ class Models:
         palm_card, palm_model = load(Path(config.hand_card) if config.hand_card else shipped_card("palm_detection"))
         if palm_card.task != "palm_detection":
             raise CardError(f"labeler.hand_card: {palm_card.path} is a {palm_card.task} model, expected a palm_detection model")
-        landmark_card, landmark_model = load(palm_card.path.parent / palm_card.decode["landmark_card"] if "landmark_card" in palm_card.decode else shipped_card("hand_landmarks"))
+        landmark_card, landmark_model = load(
+            palm_card.path.parent / palm_card.decode["landmark_card"] if "landmark_card" in palm_card.decode else shipped_card("hand_landmarks")
+        )
         face_card, face_model = load(Path(config.face_card) if config.face_card else shipped_card("face_detection"))
         if face_card.task != "face_detection":
             raise CardError(f"labeler.face_card: {face_card.path} is a {face_card.task} model, expected a face_detection model")
-        self.hands = HandDetector(SsdDetector(palm_card, palm_model, GRIDS["palm_detection"], config.batch_size), landmark_card, landmark_model, config.max_hands, config.batch_size)
+        self.hands = HandDetector(
+            SsdDetector(palm_card, palm_model, GRIDS["palm_detection"], config.batch_size), landmark_card, landmark_model, config.max_hands, config.batch_size
+        )
         self.faces = FaceDetector(SsdDetector(face_card, face_model, GRIDS["face_detection"], config.batch_size))
         self.extra: list[Classifier] = []
         for path in config.extra_cards:

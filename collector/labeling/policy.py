@@ -1,4 +1,5 @@
 """The accept/reject decision: pure, from measured labels and quality to reasons a machine and a person can read."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,20 +48,41 @@ def decide(facts: dict, policy: PolicyConfig) -> list[Reason]:
         return reasons
     best = max(c.get("hand_fraction", 0.0) for c in cameras.values())
     if best < policy.min_hand_fraction:
-        reasons.append(Reason("no_hands", f"no hands in {_pct(1 - best)} of frames (at least {_pct(policy.min_hand_fraction)} must show hands)", round(best, 4), policy.min_hand_fraction))
+        reasons.append(
+            Reason(
+                "no_hands",
+                f"no hands in {_pct(1 - best)} of frames (at least {_pct(policy.min_hand_fraction)} must show hands)",
+                round(best, 4),
+                policy.min_hand_fraction,
+            )
+        )
     for name, c in cameras.items():
         if not c.get("sampled_frames"):
             continue
         sharp, luma = c.get("sharpness") or 0.0, c.get("luma_mean") or 0.0
         if sharp < policy.min_sharpness:
-            reasons.append(Reason("blurry", f"too blurry{where(name)}: sharpness {sharp:.0f} < {policy.min_sharpness:g} (variance of the Laplacian)", sharp, policy.min_sharpness))
+            reasons.append(
+                Reason(
+                    "blurry",
+                    f"too blurry{where(name)}: sharpness {sharp:.0f} < {policy.min_sharpness:g} (variance of the Laplacian)",
+                    sharp,
+                    policy.min_sharpness,
+                )
+            )
         if luma < policy.min_luma:
             reasons.append(Reason("too_dark", f"too dark{where(name)}: mean luma {luma:.0f} < {policy.min_luma:g}", luma, policy.min_luma))
         if luma > policy.max_luma:
             reasons.append(Reason("too_bright", f"too bright{where(name)}: mean luma {luma:.0f} > {policy.max_luma:g}", luma, policy.max_luma))
         frozen = c.get("frozen_fraction") or 0.0
         if frozen > policy.max_frozen_fraction:
-            reasons.append(Reason("frozen", f"frozen video{where(name)}: {_pct(frozen)} of frames repeat the one before (limit {_pct(policy.max_frozen_fraction)})", frozen, policy.max_frozen_fraction))
+            reasons.append(
+                Reason(
+                    "frozen",
+                    f"frozen video{where(name)}: {_pct(frozen)} of frames repeat the one before (limit {_pct(policy.max_frozen_fraction)})",
+                    frozen,
+                    policy.max_frozen_fraction,
+                )
+            )
     for name, s in facts.get("streams", {}).items():
         for key, limit_name, code, sentence in _STREAM_LIMITS:
             value, limit = s.get(key, 0.0), getattr(policy, limit_name)
@@ -74,7 +96,14 @@ def decide(facts: dict, policy: PolicyConfig) -> list[Reason]:
         reasons.append(Reason("faces_not_blurred", f"{privacy['faces']} face(s) seen and face blurring is off (labeler.blur_faces)", privacy["faces"], 0))
     elif privacy.get("largest_area", 0.0) > policy.max_face_area:
         area = privacy["largest_area"]
-        reasons.append(Reason("face_unblurrable", f"a face region covers {_pct(area)} of the frame (limit {_pct(policy.max_face_area)}): it cannot be blurred reliably without losing the clip", round(area, 4), policy.max_face_area))
+        reasons.append(
+            Reason(
+                "face_unblurrable",
+                f"a face region covers {_pct(area)} of the frame (limit {_pct(policy.max_face_area)}): it cannot be blurred reliably without losing the clip",
+                round(area, 4),
+                policy.max_face_area,
+            )
+        )
     return reasons
 
 

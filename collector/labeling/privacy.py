@@ -4,6 +4,7 @@ Faces are detected on sampled frames only, so every frame between two samples is
 both: a face present in both is covered by the box spanning its two positions (the path it moved along), a
 face in one by its own box. A region too large to blur without destroying the clip makes the clip unsafe.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

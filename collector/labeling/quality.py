@@ -1,4 +1,5 @@
 """Picture and stream quality of a clip, accumulated frame by frame (pure: arrays in, numbers out)."""
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 The provider that actually runs is read back from the session (onnxruntime silently drops a provider it
 cannot load), so what the log, `knack doctor` and every manifest say is what ran.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -66,14 +66,10 @@ HERE = Path(__file__).resolve().parent
 
 # sha256 of the TFLite files inside the mediapipe 0.10.14 wheel.
 TFLITE_SHA256 = {
-    "mediapipe/modules/palm_detection/palm_detection_lite.tflite":
-        "e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18",
-    "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite":
-        "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6",
-    "mediapipe/modules/face_detection/face_detection_short_range.tflite":
-        "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
-    "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite":
-        "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+    "mediapipe/modules/palm_detection/palm_detection_lite.tflite": "e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18",
+    "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite": "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6",
+    "mediapipe/modules/face_detection/face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite": "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
 }
 
 PALM_ROI = (
@@ -125,8 +121,7 @@ MODELS = [
             ("roi_square_long", True),
             ("roi_rotation_keypoints", [0, 2]),
             ("roi_rotation_target_degrees", 90.0),
-            ("graph", "PalmDetectionCpu + PalmDetectionDetectionToRoi (palm_detection_cpu.pbtxt, "
-                      "palm_detection_detection_to_roi.pbtxt) of mediapipe 0.10.14"),
+            ("graph", "PalmDetectionCpu + PalmDetectionDetectionToRoi (palm_detection_cpu.pbtxt, palm_detection_detection_to_roi.pbtxt) of mediapipe 0.10.14"),
         ],
     },
     {
@@ -148,9 +143,12 @@ MODELS = [
             ("presence_activation", "none"),
             ("landmark_scale", 224.0),
             ("handedness_activation", "none"),
-            ("handedness", "value = MediaPipe's score for label 'Left', which assumes a mirrored "
-                           "(selfie) image; on an un-mirrored camera image > 0.5 means the "
-                           "person's right hand"),
+            (
+                "handedness",
+                "value = MediaPipe's score for label 'Left', which assumes a mirrored "
+                "(selfie) image; on an un-mirrored camera image > 0.5 means the "
+                "person's right hand",
+            ),
             ("landmark_z_scale", "z_norm = z / 224 / 0.4 (normalize_z = 0.4)"),
             ("world_landmark_units", "metres, origin at the hand's centre"),
             ("letterbox", True),
@@ -163,9 +161,12 @@ MODELS = [
             ("roi_rotation_target_degrees", 90.0),
             ("track_roi_scale", 2.0),
             ("track_roi_shift_y", -0.1),
-            ("graph", "HandLandmarkCpu + PalmDetectionDetectionToRoi + HandLandmarkLandmarksToRoi "
-                      "(hand_landmark_cpu.pbtxt, palm_detection_detection_to_roi.pbtxt, "
-                      "hand_landmark_landmarks_to_roi.pbtxt) of mediapipe 0.10.14"),
+            (
+                "graph",
+                "HandLandmarkCpu + PalmDetectionDetectionToRoi + HandLandmarkLandmarksToRoi "
+                "(hand_landmark_cpu.pbtxt, palm_detection_detection_to_roi.pbtxt, "
+                "hand_landmark_landmarks_to_roi.pbtxt) of mediapipe 0.10.14",
+            ),
         ],
     },
     {
@@ -204,8 +205,7 @@ MODELS = [
             ("nms_algorithm", "weighted"),
             ("letterbox", True),
             ("letterbox_border", "zero"),
-            ("graph", "FaceDetectionShortRange + FaceDetection (face_detection_short_range.pbtxt, "
-                      "face_detection.pbtxt) of mediapipe 0.10.14"),
+            ("graph", "FaceDetectionShortRange + FaceDetection (face_detection_short_range.pbtxt, face_detection.pbtxt) of mediapipe 0.10.14"),
         ],
     },
     {
@@ -244,8 +244,7 @@ MODELS = [
             ("nms_algorithm", "weighted"),
             ("letterbox", True),
             ("letterbox_border", "zero"),
-            ("graph", "FaceDetectionFullRange + FaceDetection (face_detection_full_range.pbtxt, "
-                      "face_detection.pbtxt) of mediapipe 0.10.14"),
+            ("graph", "FaceDetectionFullRange + FaceDetection (face_detection_full_range.pbtxt, face_detection.pbtxt) of mediapipe 0.10.14"),
         ],
     },
 ]
@@ -272,9 +271,21 @@ def log(msg: str) -> None:
 
 def fetch_wheel(dest: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", f"mediapipe=={MEDIAPIPE_VERSION}", "--no-deps",
-         "--only-binary=:all:", "--python-version", "3.11",
-         "--platform", "manylinux_2_17_x86_64", "-d", str(dest)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            f"mediapipe=={MEDIAPIPE_VERSION}",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "-d",
+            str(dest),
+        ],
         check=True,
     )
     wheels = sorted(dest.glob(f"mediapipe-{MEDIAPIPE_VERSION}-*.whl"))
@@ -334,10 +345,7 @@ def densify_tflite(src: Path, dst: Path) -> int:
     interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
     interp.invoke()
     graph = model.subgraphs[0]
-    densify_codes = {
-        i for i, oc in enumerate(model.operatorCodes)
-        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == schema.BuiltinOperator.DENSIFY
-    }
+    densify_codes = {i for i, oc in enumerate(model.operatorCodes) if max(oc.builtinCode, oc.deprecatedBuiltinCode) == schema.BuiltinOperator.DENSIFY}
     kept, n = [], 0
     for op in graph.operators:
         if op.opcodeIndex not in densify_codes:
@@ -364,9 +372,10 @@ def densify_tflite(src: Path, dst: Path) -> int:
 
 def tf2onnx_convert(tflite: Path, onnx_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite),
-         "--output", str(onnx_path), "--opset", str(OPSET)],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(onnx_path), "--opset", str(OPSET)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         # tf2onnx names folded constants in set-iteration order: pin the hash seed so that a
         # rebuild gives byte-identical files.
         env={**os.environ, "PYTHONHASHSEED": "0"},
@@ -433,7 +442,7 @@ def canonical_names(model):
     inits = {t.name: t for t in g.initializer}
     rename: dict[str, str] = {}
     for node in g.node:
-        for i, name in enumerate(node.input):
+        for name in node.input:
             if name in inits and name not in rename:
                 rename[name] = f"const_{len(rename):04d}"
     for node in g.node:
@@ -521,11 +530,11 @@ def check_batch(model_bytes: bytes, lo: float, hi: float, n: int = 4) -> float:
     batched = sess.run(None, {inp.name: x})
     worst = 0.0
     for i in range(n):
-        single = sess.run(None, {inp.name: x[i:i + 1]})
+        single = sess.run(None, {inp.name: x[i : i + 1]})
         for b, s in zip(batched, single):
             if b.shape[0] != n:
                 raise ValueError(f"batched output has shape {b.shape}")
-            worst = max(worst, float(np.abs(b[i:i + 1] - s).max()))
+            worst = max(worst, float(np.abs(b[i : i + 1] - s).max()))
     return worst
 
 
@@ -555,11 +564,11 @@ def write_card(spec, onnx_path: Path, model, tflite_sha: str, dynamic: bool, ext
         f"file = {_toml(onnx_path.name)}",
         f"sha256 = {_toml(sha256(onnx_path))}",
         'licence = "Apache-2.0"',
-        "source = " + _toml(
+        "source = "
+        + _toml(
             f"mediapipe {MEDIAPIPE_VERSION} wheel (PyPI), {spec['tflite']}, sha256 {tflite_sha}; "
             f"{extra_source}converted with tf2onnx {TF2ONNX_VERSION}, opset {OPSET}; "
-            + ("batch dimension made dynamic (N) by collector/models/build.py"
-               if dynamic else "static batch 1")
+            + ("batch dimension made dynamic (N) by collector/models/build.py" if dynamic else "static batch 1")
         ),
         f"description = {_toml(spec['description'])}",
         "",
@@ -576,8 +585,7 @@ def write_card(spec, onnx_path: Path, model, tflite_sha: str, dynamic: bool, ext
             role = HAND_OUTPUT_ROLES[out.name]
         else:
             role = {18: "boxes", 16: "boxes", 1: "scores"}[shape[-1]]
-        lines += ["", "[[outputs]]", f"name = {_toml(out.name)}", f"shape = {_toml(shape)}",
-                  f"role = {_toml(role)}"]
+        lines += ["", "[[outputs]]", f"name = {_toml(out.name)}", f"shape = {_toml(shape)}", f"role = {_toml(role)}"]
     lines += ["", "[decode]"]
     lines += [f"{k} = {_toml(v)}" for k, v in spec["decode"]]
     card = onnx_path.with_suffix(".toml")
@@ -636,8 +644,7 @@ def build(out_dir: Path, wheel: Path | None, only: list[str] | None) -> None:
             onnx_path = out_dir / f"{spec['stem']}.onnx"
             onnx_path.write_bytes(final.SerializeToString())
             card = write_card(spec, onnx_path, final, sha256(src), dynamic, extra)
-            log(f"wrote {onnx_path.name} ({onnx_path.stat().st_size} bytes, sha256 "
-                f"{sha256(onnx_path)}, batch {'N' if dynamic else 1}) and {card.name}")
+            log(f"wrote {onnx_path.name} ({onnx_path.stat().st_size} bytes, sha256 {sha256(onnx_path)}, batch {'N' if dynamic else 1}) and {card.name}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Build the bundled sample: hands.mp4 cut from a real video of a hand, imu.csv synthesized from the hand's measured motion.
 
-    python -m collector.sample.build SRC_VIDEO [--out DIR] [--start 6] [--seconds 7] [--speed 2] [--imu-rate 200]
+python -m collector.sample.build SRC_VIDEO [--out DIR] [--start 6] [--seconds 7] [--speed 2] [--imu-rate 200]
 """
 
 import argparse
@@ -79,8 +79,7 @@ def read_frames(path):
 
 def verify_video(size, fps, frames, n_frames):
     if size != (WIDTH, HEIGHT) or abs(fps - FPS) > 1e-3 or len(frames) != n_frames:
-        raise RuntimeError(f"the written sample is {size} at {fps} fps, {len(frames)} frames; "
-                           f"expected {(WIDTH, HEIGHT)} at {FPS} fps, {n_frames} frames")
+        raise RuntimeError(f"the written sample is {size} at {fps} fps, {len(frames)} frames; expected {(WIDTH, HEIGHT)} at {FPS} fps, {n_frames} frames")
 
 
 def track_hand(frames):

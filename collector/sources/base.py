@@ -1,4 +1,5 @@
 """What every source shares: the items it emits, its counters, and a capture thread with a bounded queue."""
+
 from __future__ import annotations
 
 import logging
@@ -55,7 +56,7 @@ class StreamStats:
     _window_start_ns: int = 0
     _window_count: int = 0
 
-    def snapshot(self) -> "StreamStats":
+    def snapshot(self) -> StreamStats:
         return StreamStats(self.received, self.dropped, self.late, self.lost, Counter(self.errors), self.state, self.last_error, self.rate)
 
     def count(self, capture_ns: int) -> None:

@@ -1,4 +1,5 @@
 """Camera capture through OpenCV: a device index, a /dev/video* or udev symlink path, a video file, or a stream URL."""
+
 from __future__ import annotations
 
 import logging

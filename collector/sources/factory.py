@@ -1,4 +1,5 @@
 """Builds the configured sources; nothing else in the code needs to know which implementation it has."""
+
 from __future__ import annotations
 
 from collector.config import Config

@@ -15,6 +15,7 @@ Wire format (`[[joints]]` in knack.toml names `joints`, `fields`, `device_time_f
 Stored channels in sensors.parquet: the sequence field (`seq`), then `<joint>.<field>` field-major
 (`shoulder.position`, `elbow.position`, `shoulder.velocity`, ...); the device time goes into `device_ns`.
 """
+
 from __future__ import annotations
 
 import logging

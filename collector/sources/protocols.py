@@ -3,6 +3,7 @@
 Pure and I/O-free so every corner case (garbage, partial lines, bad CRC) is tested without a port.
 A decoder never guesses: anything it cannot parse completely is counted under a reason and skipped.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Serial sensor capture through pyserial: bytes from the port, decoded by the configured protocol, timestamped on arrival."""
+
 from __future__ import annotations
 
 import logging

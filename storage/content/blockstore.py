@@ -1,15 +1,16 @@
 """The embedded block store (the default, no daemon): blocks by CID in one SQLite file, pins, garbage
 collection of unpinned blocks, and a hash check of every block read, so a flipped bit on disk is
 reported and never served."""
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from storage.content.cid import DAG_PB, Cid
-from storage.sqlite import open_wal
 from storage.content.unixfs import decode_links
+from storage.sqlite import open_wal
 
 
 class BlockError(Exception):

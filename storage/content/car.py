@@ -1,10 +1,12 @@
 """CARv1 files: a DAG's blocks in one file that any IPFS node imports (`ipfs dag import`) and pinning
 services accept. Header: a varint length and dag-cbor {"roots": [CID], "version": 1}; then per block a
 varint length, the binary CID and the bytes."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from storage.content.cid import Cid, read_varint, varint
 

@@ -1,4 +1,5 @@
 """Content identifiers (CIDv1) as IPFS writes them: multicodec + sha2-256 multihash, base32 text."""
+
 from __future__ import annotations
 
 import base64
@@ -52,7 +53,7 @@ class Cid:
     digest: bytes  # the sha2-256 digest of the block
 
     @classmethod
-    def of(cls, codec: int, block: bytes) -> "Cid":
+    def of(cls, codec: int, block: bytes) -> Cid:
         return cls(codec, hashlib.sha256(block).digest())
 
     @functools.cached_property
@@ -67,14 +68,14 @@ class Cid:
         return _CODECS.get(self.codec, hex(self.codec))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Cid":
+    def from_bytes(cls, data: bytes) -> Cid:
         cid, end = cls.read(data, 0)
         if end != len(data):
             raise CidError(f"{len(data) - end} extra bytes after the CID")
         return cid
 
     @classmethod
-    def read(cls, data: bytes, pos: int) -> tuple["Cid", int]:
+    def read(cls, data: bytes, pos: int) -> tuple[Cid, int]:
         """A binary CIDv1 starting at `pos` in `data`, and the position after it."""
         version, pos = read_varint(data, pos)
         if version != 1:
@@ -87,7 +88,7 @@ class Cid:
         return cls(codec, bytes(data[pos : pos + 32])), pos + 32
 
     @classmethod
-    def parse(cls, text: str) -> "Cid":
+    def parse(cls, text: str) -> Cid:
         """A CIDv1 in base32 ('b…', what kubo prints) or base58btc ('z…', what js-ipfs prints by default)."""
         text = text.strip()
         if text.startswith("z"):

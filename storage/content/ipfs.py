@@ -1,6 +1,7 @@
 """The content-store seam: where accepted clips are pinned. The embedded block store is the default;
 a real IPFS node over its RPC API (ipfshttpclient) is the other implementation. Both must end with
 the clip pinned under the CID the device computed itself, or say why not."""
+
 from __future__ import annotations
 
 import logging
@@ -16,7 +17,6 @@ log = logging.getLogger("knack.storage")
 _BATCH_BYTES = 16 << 20
 
 
-
 def _why(exc: BaseException) -> str:
     """The cause a person can act on ("Connection refused", "timed out"), not urllib3's nested repr."""
     import re
@@ -28,6 +28,7 @@ def _why(exc: BaseException) -> str:
         return "timed out"
     first = text.splitlines()[0] if text else type(exc).__name__
     return first if len(first) <= 160 else first[:157] + "..."
+
 
 class StoreUnavailable(Exception):
     """The store cannot be reached now (a daemon down, a connection dropped): try again later."""

@@ -1,6 +1,7 @@
 """Remote pinning through the IPFS Pinning Service API (the standard one pinning services and IPFS
 Cluster serve): asks a service to keep a copy of a clip by CID. The bearer token comes from the
 environment (KNACK_PINNING_TOKEN), never from a file in the repository or a log line."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ class PinningService:
         return f"PinningService({self.endpoint})"
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(self.endpoint + path, data=json.dumps(body).encode() if body is not None else None, method=method, headers=self._headers)
+        request = urllib.request.Request(
+            self.endpoint + path, data=json.dumps(body).encode() if body is not None else None, method=method, headers=self._headers
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"{}")

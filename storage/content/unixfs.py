@@ -6,12 +6,13 @@ memory stays flat for a file of any size.
 
 Every block is handed to a sink as it is made (a block store, a CAR writer, or nothing when only
 the CID is wanted)."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from storage.content.cid import DAG_PB, RAW, Cid, varint
 

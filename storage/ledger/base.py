@@ -2,6 +2,7 @@
 
 `Web3Ledger` (web3_ledger.py) is the implementation, over the embedded EVM or any JSON-RPC node; nothing
 outside it sees a contract object, an ABI or a web3 log."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ class Deployment:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "Deployment | None":
+    def load(cls, path: Path) -> Deployment | None:
         try:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:

@@ -3,6 +3,7 @@ SQLite file in the data directory, so a later process sees the same contracts an
 
 py-evm keeps every trie node and block in a key-value database; here that database is SQLite, written
 in one transaction per mined block, so a crash leaves the chain at its last whole block."""
+
 from __future__ import annotations
 
 import sqlite3

@@ -1,4 +1,5 @@
 """Why the validator rejected a clip: one code per reason, as the registry records it in BatchSettled."""
+
 from __future__ import annotations
 
 from enum import IntEnum

@@ -1,5 +1,6 @@
 """Rewards: what one accepted clip earns (pure, the registry's own rule), and a contributor's view of what
 they have earned and why, read from the ledger alone (no device needed)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -32,7 +33,17 @@ def rewards_view(ledger: Ledger, address: str) -> dict:
         rejected += len(s.accepted) - n_accepted
         for code in s.reasons:
             reasons[Reason.describe(code)] += 1
-        events.append({"block": s.block, "batch": s.batch_id, "tx": s.tx, "accepted": n_accepted, "rejected": len(s.accepted) - n_accepted, "reward": str(s.reward), "reward_tokens": tokens(s.reward)})
+        events.append(
+            {
+                "block": s.block,
+                "batch": s.batch_id,
+                "tx": s.tx,
+                "accepted": n_accepted,
+                "rejected": len(s.accepted) - n_accepted,
+                "reward": str(s.reward),
+                "reward_tokens": tokens(s.reward),
+            }
+        )
         pending.pop(s.batch_id, None)
     balance = ledger.balance_of(address)
     return {

@@ -4,6 +4,7 @@ Two chains behind the same client: the embedded one (py-evm in this process, sta
 directory, the default) and any JSON-RPC endpoint (a dev node, a testnet, an L2). Transactions are
 signed locally with keys from encrypted keystores; nonces, gas estimates, EIP-1559 fees, receipts and
 reverts are handled here, and a revert comes back as one line with the contract's reason."""
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,9 @@ class Web3Ledger:
                     self._errors["0x" + w3.keccak(text=signature)[:4].hex().removeprefix("0x")] = item["name"]
         self.deployment = Deployment.load(deployment_path)
         if self.deployment and self.deployment.chain_id != self.w3.eth.chain_id:
-            raise ChainError(f"{deployment_path} names chain {self.deployment.chain_id}, but the node serves chain {self.w3.eth.chain_id}: run `knack chain deploy` for this chain")
+            raise ChainError(
+                f"{deployment_path} names chain {self.deployment.chain_id}, but the node serves chain {self.w3.eth.chain_id}: run `knack chain deploy` for this chain"
+            )
 
     # -- contracts ---------------------------------------------------------------------------------
 
@@ -87,7 +90,9 @@ class Web3Ledger:
 
         try:
             sender = key.address
-            tx = call.build_transaction({"from": sender, "value": value, "nonce": self.w3.eth.get_transaction_count(sender, "pending"), "chainId": self.w3.eth.chain_id})
+            tx = call.build_transaction(
+                {"from": sender, "value": value, "nonce": self.w3.eth.get_transaction_count(sender, "pending"), "chainId": self.w3.eth.chain_id}
+            )
         except (ContractCustomError, ContractLogicError) as exc:
             raise ChainError(f"the registry refused it: {self.reason(exc)}") from None
         except (ConnectionError, OSError, Web3RPCError) as exc:  # before the catch-all below: a node that is down
@@ -241,4 +246,3 @@ def open_ledger(rpc: str, data_dir: Path) -> Web3Ledger:
     backend, kv = open_backend(data_dir / "chain" / "embedded.sqlite")
     w3 = Web3(EthereumTesterProvider(EthereumTester(backend)))
     return Web3Ledger(w3, data_dir / "chain" / "deployment-embedded.json", embedded_kv=kv)
-

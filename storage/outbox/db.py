@@ -5,6 +5,7 @@
 Every transition is a single conditional UPDATE keyed by clip id (and CID once known), so doing one
 twice, or again after a crash, changes nothing. Failed steps are retried with exponential backoff and
 jitter, and the last error is kept in words for the operator."""
+
 from __future__ import annotations
 
 import random
@@ -13,9 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.sqlite import open_wal
-
 from storage.outbox.states import DISCARDABLE, PENDING, STATES
+from storage.sqlite import open_wal
 
 __all__ = ["DISCARDABLE", "PENDING", "STATES", "BACKOFF_BASE_S", "BACKOFF_MAX_S", "NEVER", "Entry", "Outbox", "backoff"]
 BACKOFF_BASE_S = 5.0
@@ -71,7 +71,9 @@ class Outbox:
                 self._db.execute(f"ALTER TABLE clips ADD COLUMN {column} {kind}")
         # A signed transaction is kept before it is sent: after a crash or a dropped connection the same
         # transaction (same nonce) is sent again, so a batch can never be submitted twice.
-        self._db.execute("CREATE TABLE IF NOT EXISTS txs (tx_hash TEXT PRIMARY KEY, raw BLOB NOT NULL, kind TEXT NOT NULL, clip_ids TEXT NOT NULL, created REAL NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS txs (tx_hash TEXT PRIMARY KEY, raw BLOB NOT NULL, kind TEXT NOT NULL, clip_ids TEXT NOT NULL, created REAL NOT NULL)"
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -82,22 +84,36 @@ class Outbox:
 
     def _rows(self, sql: str, args: tuple = ()) -> list[Entry]:
         with self._lock:
-            return [Entry(*row) for row in self._db.execute(f"SELECT clip_id, path, state, cid, reason, attempts, next_try, last_error, created, updated FROM clips {sql}", args)]
+            return [
+                Entry(*row)
+                for row in self._db.execute(
+                    f"SELECT clip_id, path, state, cid, reason, attempts, next_try, last_error, created, updated FROM clips {sql}", args
+                )
+            ]
 
     def record(self, clip_id: str, path: str | Path, state: str = "recorded", reason: str = "") -> bool:
         """Adds a clip (idempotent: a clip already known keeps its row and state). True if it was new."""
         if state not in ("recorded", "labeled", "accepted", "rejected"):
             raise ValueError(f"a clip enters the outbox as recorded, labeled, accepted or rejected, not {state}")
         now = time.time()
-        return self._exec("INSERT OR IGNORE INTO clips (clip_id, path, state, reason, created, updated) VALUES (?, ?, ?, ?, ?, ?)", (clip_id, str(path), state, reason, now, now)) == 1
+        return (
+            self._exec(
+                "INSERT OR IGNORE INTO clips (clip_id, path, state, reason, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                (clip_id, str(path), state, reason, now, now),
+            )
+            == 1
+        )
 
     def decide(self, clip_id: str, accepted: bool, reason: str = "") -> bool:
         """recorded/labeled -> accepted | rejected; a clip already past that point is left alone."""
         state = "accepted" if accepted else "rejected"
-        return self._exec(
-            "UPDATE clips SET state = ?, reason = ?, updated = ?, next_try = 0 WHERE clip_id = ? AND state IN ('recorded', 'labeled')",
-            (state, reason, time.time(), clip_id),
-        ) == 1
+        return (
+            self._exec(
+                "UPDATE clips SET state = ?, reason = ?, updated = ?, next_try = 0 WHERE clip_id = ? AND state IN ('recorded', 'labeled')",
+                (state, reason, time.time(), clip_id),
+            )
+            == 1
+        )
 
     def set_cid(self, clip_id: str, cid: str) -> None:
         """Keys the clip by its content id. A clip keeps the first CID it was given: a different one later
@@ -108,10 +124,13 @@ class Outbox:
         """One step forward, only from `from_state` and only for this CID; repeating it is a no-op."""
         if STATES.index(to_state) <= STATES.index(from_state):
             raise ValueError(f"{from_state} -> {to_state} is not a step forward")
-        return self._exec(
-            "UPDATE clips SET state = ?, attempts = 0, next_try = 0, last_error = '', updated = ? WHERE clip_id = ? AND cid = ? AND state = ?",
-            (to_state, time.time(), clip_id, cid, from_state),
-        ) == 1
+        return (
+            self._exec(
+                "UPDATE clips SET state = ?, attempts = 0, next_try = 0, last_error = '', updated = ? WHERE clip_id = ? AND cid = ? AND state = ?",
+                (to_state, time.time(), clip_id, cid, from_state),
+            )
+            == 1
+        )
 
     def failed(self, clip_id: str, error: str, retry: bool = True, rng: random.Random | None = None) -> float:
         """Keeps the error in words and schedules the next try (never, for a fault retrying cannot fix)."""
@@ -157,7 +176,9 @@ class Outbox:
         """recorded/labeled/accepted/rejected -> discarded, in one conditional UPDATE so a clip the pinner
         has just pinned is never discarded; the row goes with `forget` once the files are gone."""
         marks = ",".join("?" * len(DISCARDABLE))
-        return self._exec(f"UPDATE clips SET state = 'discarded', updated = ? WHERE clip_id = ? AND state IN ({marks})", (time.time(), clip_id, *DISCARDABLE)) == 1
+        return (
+            self._exec(f"UPDATE clips SET state = 'discarded', updated = ? WHERE clip_id = ? AND state IN ({marks})", (time.time(), clip_id, *DISCARDABLE)) == 1
+        )
 
     def discarded(self) -> list[Entry]:
         return self._rows("WHERE state = 'discarded'")
@@ -179,7 +200,10 @@ class Outbox:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.execute("INSERT OR IGNORE INTO txs (tx_hash, raw, kind, clip_ids, created) VALUES (?, ?, ?, ?, ?)", (tx_hash, raw, kind, json.dumps(clip_ids), time.time()))
+                self._db.execute(
+                    "INSERT OR IGNORE INTO txs (tx_hash, raw, kind, clip_ids, created) VALUES (?, ?, ?, ?, ?)",
+                    (tx_hash, raw, kind, json.dumps(clip_ids), time.time()),
+                )
                 self._db.executemany("UPDATE clips SET tx_hash = ?, updated = ? WHERE clip_id = ?", [(tx_hash, time.time(), c) for c in clip_ids])
                 self._db.execute("COMMIT")
             except BaseException:

@@ -4,6 +4,7 @@ walked into frame). Pinned, submitted and settled clips are shared by CID or on 
 Crash-safe in three steps: the outbox row is marked `discarded` (so nothing picks the clip up again), the
 directory is renamed out of the clips listing and removed, then the row goes. `sweep_discarded` finishes
 whatever a crash interrupted."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ def discard(outbox: Outbox, clips_dir: Path, clip_id: str) -> None:
         return
     if not outbox.mark_discarded(clip_id):
         state = outbox.get(clip_id).state
-        raise DiscardError(f"clip {clip_id} is {state}: it is shared already (by CID or on chain), so it is kept; only {', '.join(DISCARDABLE)} clips can be discarded")
+        raise DiscardError(
+            f"clip {clip_id} is {state}: it is shared already (by CID or on chain), so it is kept; only {', '.join(DISCARDABLE)} clips can be discarded"
+        )
     _remove(outbox, clips_dir, clip_id)
 
 

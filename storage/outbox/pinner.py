@@ -1,4 +1,5 @@
 """Moves accepted clips from the outbox into the content store: accepted -> pinned, exactly once."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from pathlib import Path
 from collector.bundle import MANIFEST
 from storage.content.cid import Cid
 from storage.content.ipfs import CidMismatch, ContentStore, StoreUnavailable
-from storage.outbox.rounds import Rounds
 from storage.outbox.db import Outbox
+from storage.outbox.rounds import Rounds
 
 log = logging.getLogger("knack.storage")
 

@@ -1,5 +1,6 @@
 """The one thread skeleton of the outbox's workers (pinning, the chain round): a round every `interval`
 seconds and at once when woken; on close, one last round for what arrived just before (unless told not to)."""
+
 from __future__ import annotations
 
 import logging

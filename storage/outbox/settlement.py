@@ -2,6 +2,7 @@
 (where this process is also the validator, as in the demo), and read the settlements back.
 
 `knack demo`, the app's chain worker and `knack robot`'s chain thread all run this same round."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,5 +1,6 @@
 """The contributor's side of the chain: pinned clips go to the registry in batches (pinned -> submitted),
 and the validator's settlements come back (submitted -> settled)."""
+
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,7 @@
 """Knack's reward contracts: Solidity sources in src/, compiled artifacts in artifacts/ (committed, rebuilt
 offline with `npm ci && node build.mjs`, see README.md) and the Merkle tree the registry computes (merkle.py).
 No web3 import here: loading an artifact is reading JSON."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """How settleBatch's arguments are packed (the registry decodes the same): the accepted flags as
 little-endian 256-bit words, one big-endian uint16 quality (basis points) per accepted clip."""
+
 from __future__ import annotations
 
 

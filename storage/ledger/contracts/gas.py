@@ -8,6 +8,7 @@ nonzero (the steady state of a live registry).
 
     python -m storage.ledger.contracts.gas [--json]      (bench/gas.py can call measure())
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,15 +49,11 @@ def digests(n: int, salt: str = "") -> list[bytes]:
     return [hashlib.sha256(f"{salt}clip {i}".encode()).digest() for i in range(n)]
 
 
-
-
 def new_account(w3, tester, seed: str) -> str:
     """A funded account that has never held KNACK."""
     key = hashlib.sha256(seed.encode()).digest()
     address = tester.add_account("0x" + key.hex())
-    w3.eth.wait_for_transaction_receipt(
-        w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": address, "value": 10**20})
-    )
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": address, "value": 10**20}))
     return address
 
 
@@ -72,9 +69,7 @@ def measure_batch(w3, registry, contributor, validator, n: int, salt: str) -> di
     batch_id = registry.functions.batchCount().call() - 1
     settle = _gas(
         w3,
-        registry.functions.settleBatch(batch_id, bitmap([True] * n), qualities([10000] * n), b"").transact(
-            {"from": validator}
-        ),
+        registry.functions.settleBatch(batch_id, bitmap([True] * n), qualities([10000] * n), b"").transact({"from": validator}),
     )
     return {"submit": submit, "settle": settle, "per_clip": (submit + settle) / n}
 
@@ -106,10 +101,10 @@ def measure(sizes=SIZES) -> dict:
 def table(result: dict) -> str:
     rows = ["clips  first mint: submit+settle  gas/clip | later mint: submit+settle  gas/clip"]
     for n, r in result["batched"].items():
-        f, l = r["first_mint"], r["later_mint"]
+        first, later = r["first_mint"], r["later_mint"]
         rows.append(
-            f"{n:5d}  {f['submit']:>9,d} + {f['settle']:>7,d}  {f['per_clip']:>8,.0f} |"
-            f" {l['submit']:>9,d} + {l['settle']:>7,d}  {l['per_clip']:>8,.0f}"
+            f"{n:5d}  {first['submit']:>9,d} + {first['settle']:>7,d}  {first['per_clip']:>8,.0f} |"
+            f" {later['submit']:>9,d} + {later['settle']:>7,d}  {later['per_clip']:>8,.0f}"
         )
     nv = result["naive"]
     rows.append(f"naive (1 tx per clip): first mint {nv['first_mint']:,d}  later mint {nv['later_mint']:,d} gas/clip")

@@ -6,9 +6,10 @@
 
 A proof lists the sibling of each level where there is one (levels where the node is promoted add
 nothing), so OpenZeppelin's MerkleProof.verify(proof, root, leaf) accepts it."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from eth_hash.auto import keccak as keccak256  # eth-hash: a dependency of eth-account and web3
 

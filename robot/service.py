@@ -2,8 +2,9 @@
 
 The device session (capture -> label -> pin -> submit -> settle) is knack.session's, the same one `knack
 record`, the app and the demo run; this module adds what a service needs around it: disk limits, signals,
-JSON log lines for the session's events, a status line, and the snapshot that /healthz and /metrics read. Its main thread only watches and decides;
-every slow step runs in a thread of its own, so a signal is acted on within a fraction of a second."""
+JSON log lines for the session's events, a status line, and the snapshot that /healthz and /metrics read.
+Its main thread only watches and decides; every slow step runs in a thread of its own, so a signal is
+acted on within a fraction of a second."""
 
 from __future__ import annotations
 

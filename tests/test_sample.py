@@ -12,23 +12,17 @@ from collector.config import LabelerConfig, from_mapping
 from collector.labeling import Labeler
 from collector.labeling.models import Models
 from collector.sample import SAMPLE_DIR, SAMPLE_IMU, SAMPLE_VIDEO
+from collector.sample.build import read_frames
 
 SOURCE_COMMIT = "3f56141bc8bd2760d5e452e382937269554ebb21"
 DEMO_CLIP_S = 2.5  # knack demo's clip length
 
 
 def _read_frames(path):
+    """(fps, size, frame count the container declares, decoded frames), read as build.py reads its output."""
+    size, fps, frames = read_frames(path)
     cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"cv2 cannot open {path}"
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
     cap.release()
     return fps, size, declared, frames
 

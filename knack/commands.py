@@ -288,13 +288,9 @@ def cmd_chain_deploy(args) -> int:
 
 
 def _deployed_ledger(config):
-    """The ledger, deployed: the embedded chain deploys itself on first use (asking for the validator key
-    that administers it); a real chain needs `knack chain deploy`."""
-    ledger = wiring.open_ledger(config)
-    if ledger.deployment is None and ledger.embedded:
-        admin = validator_key(config)
-        ledger.deploy(admin, admin.address)
-    return ledger
+    """The embedded chain deploys itself on first use, administered by the validator key (asked for only
+    then); a real chain needs `knack chain deploy`."""
+    return wiring.open_ledger(config, deployer=lambda: validator_key(config))
 
 
 def cmd_submit(args) -> int:

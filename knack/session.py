@@ -201,9 +201,7 @@ class DeviceSession:
         with self._ledger_lock:
             if self._ledger is None:
                 self._ledger = wiring.open_ledger(self.config)
-            if self._ledger.deployment is None and self._ledger.embedded and self.validator_key is not None:
-                self._ledger.deploy(self.validator_key, self.validator_key.address)
-            return self._ledger
+            return wiring.ensure_deployed(self._ledger, self.validator_key)
 
     def settle(self):
         """One chain round (`knack submit`, with a validator key `knack validate`, then the settlements read

@@ -119,14 +119,19 @@ def remote_pinning(config: Config):
 
 # --- the ledger and the validator ----------------------------------------------------------------------
 def open_ledger(config: Config, deployer=None):
-    """The configured chain (`storage.chain_rpc`), else the embedded one in the data directory. With a
-    `deployer` key, the embedded chain deploys its contracts on first use (a real chain needs `knack chain
-    deploy`)."""
+    """The configured chain (`storage.chain_rpc`), else the embedded one in the data directory; deployed
+    as `ensure_deployed` says."""
     from storage.ledger.web3_ledger import open_ledger as open_web3_ledger
 
-    ledger = open_web3_ledger(config.storage.chain_rpc, config.data_path)
+    return ensure_deployed(open_web3_ledger(config.storage.chain_rpc, config.data_path), deployer)
+
+
+def ensure_deployed(ledger, deployer=None):
+    """With a `deployer` (the admin key, or a function that gives it, asked only when it is needed), the
+    embedded chain deploys its contracts on first use; a real chain needs `knack chain deploy`."""
     if deployer is not None and ledger.deployment is None and ledger.embedded:
-        ledger.deploy(deployer, deployer.address)
+        admin = deployer() if callable(deployer) else deployer
+        ledger.deploy(admin, admin.address)
     return ledger
 
 

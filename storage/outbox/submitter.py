@@ -63,7 +63,7 @@ def _finish(outbox: Outbox, chain: Ledger, tx_hash: str, raw: bytes, clip_ids: l
             outbox.failed(clip_id, f"submission failed: {exc}")
         return Submitted(None, clip_ids, tx_hash, str(exc))
     outbox.submitted(tx_hash, batch_id, clip_ids)
-    log.info("batch %d of %d clip(s) submitted in %s", batch_id, len(clip_ids), tx_hash)
+    log.debug("batch %d of %d clip(s) submitted in %s", batch_id, len(clip_ids), tx_hash)  # reported as an event
     return Submitted(batch_id, clip_ids, tx_hash)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import shutil
 import time
@@ -40,6 +42,124 @@ def video_name(camera: str, cameras: int) -> str:
 
 def is_video(name: str) -> bool:
     return name.startswith(VIDEO_STEM) and name.endswith(VIDEO_SUFFIX)
+
+
+# Bounds on what a bundle from elsewhere may hold, checked before anything in it is parsed or decoded.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+MAX_FILES = 16  # a manifest, frames, sensors and a video per camera
+_CAMERA_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+class BundleFormatError(ValueError):
+    """Bytes that are not a clip bundle's manifest, in one sentence."""
+
+
+def is_bundle_name(name: str) -> bool:
+    """Only the format's own names: a path separator, a hidden file or any other name is not part of a clip."""
+    if name in (MANIFEST, FRAMES, SENSORS, VIDEO_STEM + VIDEO_SUFFIX):
+        return True
+    prefix = VIDEO_STEM + "-"
+    return name.startswith(prefix) and name.endswith(VIDEO_SUFFIX) and bool(_CAMERA_NAME.fullmatch(name[len(prefix) : -len(VIDEO_SUFFIX)]))
+
+
+def json_depth(data: bytes) -> int:
+    """How deeply arrays and objects nest in JSON text, counted without parsing it (brackets inside strings
+    do not count), so a 200,000-deep document is refused before the parser recurses into it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_manifest(data: bytes) -> dict:
+    """A manifest from untrusted bytes: size and depth bounded before parsing, then its shape checked.
+    Raises BundleFormatError with one sentence."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleFormatError(f"{MANIFEST} is {len(data):,} bytes (at most {MAX_MANIFEST_BYTES:,})")
+    depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise BundleFormatError(f"{MANIFEST} nests {depth:,} levels deep (at most {MAX_JSON_DEPTH})")
+    try:
+        manifest = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleFormatError(f"{MANIFEST} is not valid JSON: {str(exc)[:200]}") from None
+    problems = manifest_problems(manifest)
+    if problems:
+        raise BundleFormatError(f"{MANIFEST}: " + "; ".join(problems[:5]))
+    return manifest
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def manifest_problems(manifest) -> list[str]:
+    """What makes a parsed manifest not the bundle format's (DESIGN.md), one short sentence each: the fields
+    that anything downstream reads must have their types, so no check later meets a string for a number."""
+    if not isinstance(manifest, dict):
+        return [f"the manifest is a JSON {type(manifest).__name__}, not an object"]
+    problems = []
+    if not isinstance(manifest.get("schema"), int) or isinstance(manifest.get("schema"), bool):
+        problems.append("schema is not an integer")
+    clip_id = manifest.get("clip_id")
+    if not isinstance(clip_id, str) or not 0 < len(clip_id) <= 64:
+        problems.append("clip_id is not a string of 1 to 64 characters")
+    if not isinstance(manifest.get("device_id"), str) or not _ADDRESS.fullmatch(manifest["device_id"]):
+        problems.append("device_id is not an EVM address")
+    if "duration_s" in manifest and not _number(manifest["duration_s"]):
+        problems.append("duration_s is not a number")
+    streams = manifest.get("streams", [])
+    if not isinstance(streams, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("kind"), str) for s in streams):
+        problems.append("streams is not a list of objects with a name and a kind")
+    files = manifest.get("files")
+    if not isinstance(files, list) or len(files) > MAX_FILES:
+        problems.append(f"files is not a list of at most {MAX_FILES} entries")
+    else:
+        names = set()
+        for entry in files:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                problems.append("a file entry has no name")
+                continue
+            name = entry["name"]
+            if not is_bundle_name(name) or name == MANIFEST:
+                problems.append(f"file {name[:80]!r} is not a name the bundle format has")
+            if name in names:
+                problems.append(f"file {name[:80]!r} is listed twice")
+            names.add(name)
+            if not isinstance(entry.get("size"), int) or isinstance(entry.get("size"), bool) or entry["size"] < 0:
+                problems.append(f"file {name[:80]!r} has no size")
+            if not isinstance(entry.get("sha256"), str) or not _HEX64.fullmatch(entry["sha256"]):
+                problems.append(f"file {name[:80]!r} has no sha256 (64 lowercase hex digits)")
+    if not isinstance(manifest.get("signature"), dict):
+        problems.append("signature is not an object")
+    decision = manifest.get("decision")
+    if decision is not None and not (isinstance(decision, dict) and isinstance(decision.get("accepted"), bool)):
+        problems.append("decision is not an object with accepted true or false")
+    quality = manifest.get("quality")
+    if quality is not None and not (isinstance(quality, dict) and _number(quality.get("score")) and 0 <= quality["score"] <= 1):
+        problems.append("quality.score is not a number from 0 to 1")
+    return problems
 
 
 _CHUNK = 1 << 20
@@ -124,14 +244,16 @@ def verify_bundle(directory: Path) -> Verification:
         return result
     path = directory / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise BundleFormatError(f"{MANIFEST} is {path.stat().st_size:,} bytes (at most {MAX_MANIFEST_BYTES:,})")
+        manifest = parse_manifest(path.read_bytes())
     except FileNotFoundError:
         result.problems.append(f"{MANIFEST} is missing")
         return result
-    except (ValueError, UnicodeDecodeError) as exc:
-        result.problems.append(f"{MANIFEST} is not valid JSON: {exc}")
+    except BundleFormatError as exc:
+        result.problems.append(str(exc))
         return result
-    listed = {entry["name"]: entry for entry in manifest.get("files", [])}
+    listed = {entry["name"]: entry for entry in manifest["files"]}
     for name, entry in sorted(listed.items()):
         file = directory / name
         if not file.is_file():
@@ -146,12 +268,8 @@ def verify_bundle(directory: Path) -> Verification:
     for file in sorted(directory.iterdir()):
         if file.is_file() and file.name != MANIFEST and file.name not in listed:
             result.problems.append(f"{file.name}: present but not listed in the manifest")
-    signature = manifest.get("signature")
-    if not isinstance(signature, dict):
-        result.problems.append("manifest has no signature")
-        return result
     try:
-        signer = recover_signer(canonical(manifest), signature)
+        signer = recover_signer(canonical(manifest), manifest["signature"])
     except (IdentityError, ValueError, TypeError) as exc:
         result.problems.append(f"signature is unreadable: {exc}")
         return result

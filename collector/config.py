@@ -345,6 +345,23 @@ class RobotConfig:
 
 
 @dataclass(frozen=True)
+class ValidatorConfig:
+    """`knack validate`: how far a device's claim may differ from the validator's own measurement, and the
+    bounds on a clip from elsewhere, enforced before anything in it is decoded."""
+
+    # A clip whose device-reported quality differs from the validator's by more than this is `claim_mismatch`:
+    # devices label the pixels before the face blur and the validator the pinned ones, so a small gap is honest.
+    claim_tolerance: float = 0.15
+    max_clip_mb: float = 512.0
+    max_clip_seconds: float = 600.0
+
+    def validate(self, key: str) -> None:
+        _require(0 <= self.claim_tolerance <= 1, f"{key}.claim_tolerance", self.claim_tolerance, "a quality difference between 0 and 1")
+        _require(0 < self.max_clip_mb <= 1 << 20, f"{key}.max_clip_mb", self.max_clip_mb, "megabytes, more than 0")
+        _require(0 < self.max_clip_seconds <= 86400, f"{key}.max_clip_seconds", self.max_clip_seconds, "seconds, more than 0")
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = ""
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
@@ -353,6 +370,7 @@ class Config:
     labeler: LabelerConfig = field(default_factory=LabelerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     robot: RobotConfig = field(default_factory=RobotConfig)
+    validator: ValidatorConfig = field(default_factory=ValidatorConfig)
     camera: tuple[CameraConfig, ...] = ()
     serial: tuple[SerialConfig, ...] = ()
     joints: tuple[JointStateConfig, ...] = ()
@@ -377,6 +395,7 @@ class Config:
         self.labeler.validate("labeler")
         self.policy.validate("policy")
         self.robot.validate("robot")
+        self.validator.validate("validator")
         names: set[str] = set()
         for kind, streams in (("camera", self.camera), ("serial", self.serial), ("joints", self.joints)):
             for i, stream in enumerate(streams):
@@ -404,6 +423,7 @@ def _convert(cls, data: Mapping[str, Any], key: str):
 
 
 _SECTIONS = {
+    "validator": ValidatorConfig,
     "recorder": RecorderConfig,
     "identity": IdentityConfig,
     "storage": StorageConfig,

@@ -24,10 +24,18 @@ from knack import wiring
 
 SIM = SimulatorConfig(rate=200.0, protocol="csv", replay=str(SAMPLE_IMU))  # replays the log in a loop
 KEYS_NOTE = (
-    "The demo uses two keys, both encrypted with the one password you give now:\n"
-    "  - the device key signs every clip this device records; its address is the contributor paid in tokens;\n"
+    "The demo uses three keys, all encrypted with the one password you give now:\n"
+    "  - the device key signs every clip this device records and submits them;\n"
+    "  - the contributor key registers the device on chain as its own and is paid the tokens;\n"
     "  - the validator key stands in for the network's validator, which checks clips and settles them on chain."
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoKeys:
+    device: object
+    validator: object
+    contributor: object
 
 
 def demo_config(base: Config, data_dir: Path, port: str, clip_seconds: float, loop: bool = False) -> Config:
@@ -42,9 +50,9 @@ def demo_config(base: Config, data_dir: Path, port: str, clip_seconds: float, lo
     ).validate()
 
 
-def demo_keys(base: Config, target: Path):
-    """The device and validator keys of the demo's data directory, unlocked with one password (asked once,
-    unless KNACK_DEVICE_PASSWORD gives it)."""
+def demo_keys(base: Config, target: Path) -> DemoKeys:
+    """The device, validator and contributor keys of the demo's data directory, unlocked with one password
+    (asked once, unless KNACK_DEVICE_PASSWORD gives it)."""
     config = dataclasses.replace(base, data_dir=str(target))
     exists = config.keystore_path.exists()
     password = os.environ.get(wiring.DEVICE_PASSWORD_ENV, "")
@@ -55,12 +63,26 @@ def demo_keys(base: Config, target: Path):
     try:
         key = wiring.device_key(config, password=password)
         validator = wiring.validator_key(config, password=password)
+        contributor = wiring.contributor_key(config, password=password)
     except Exception as exc:
         if exists and "wrong password" in str(exc):
             raise type(exc)(f"{exc} (to start the demo afresh, remove {target})") from None
         raise
-    return key, validator
+    return DemoKeys(key, validator, contributor)
 
+
+def join_network(config: Config, keys: DemoKeys) -> tuple[Config, object]:
+    """The embedded chain deployed (the validator key as admin), the device registered to the contributor
+    (both sign; the device relays): the demo's configuration paying that contributor, and the device key
+    bound to the network."""
+    ledger = wiring.open_ledger(config, deployer=keys.validator)
+    try:
+        wiring.register_device(ledger, keys.device, keys.device, keys.contributor)
+        domain = ledger.domain()
+    finally:
+        ledger.close()
+    config = dataclasses.replace(config, identity=dataclasses.replace(config.identity, contributor=keys.contributor.address))
+    return config, keys.device.bind(domain)
 
 @contextlib.contextmanager
 def looping_demo(base: Config, target: Path, clip_seconds: float):
@@ -78,10 +100,11 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
     print("Knack demo: the bundled sample recording (a real hand on camera, collector/sample/ATTRIBUTION.md) + a simulated IMU glove on a pseudo-terminal")
     print(f"Everything goes to the demo's own data directory, {target}")
     # Unlock the keys first: a sensor streaming while someone types a password would only fill buffers.
-    key, validator = demo_keys(base, target)
+    keys = demo_keys(base, target)
     seen: list[ev.Event] = []
     with SerialSimulator(SIM) as sim:
-        config = demo_config(base, target, sim.port, clip_seconds)
+        config, key = join_network(demo_config(base, target, sim.port, clip_seconds), keys)
+        validator = keys.validator
         print(f"1. capture  camera={SAMPLE_VIDEO.name}  serial={sim.port}  -> {config.clips_path}")
         print("2. label    hands, faces (blurred), picture and stream quality, accept/reject: each clip as it is written")
         session = DeviceSession(config, key, validator_key=validator, listener=seen.append)
@@ -117,11 +140,13 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
             case ev.Problem(part, text):
                 print(f"   {part}: {text}")
     ledger = wiring.open_ledger(config)
-    view = rewards_view(ledger, key.address) if ledger.deployment else None
+    view = rewards_view(ledger, keys.contributor.address) if ledger.deployment else None
     ledger.close()
     if view:
         print(f"   contributor {view['address']}: {view['accepted']} clip(s) accepted, {view['pending']} pending, {view['rejected']} rejected on chain")
-    print("5. verify   every file hash and the device signature (re-signed after labeling)")
+        for device in view.get("devices", []):
+            print(f"     device {device['device']}: {device['accepted']} accepted, {device['rejected']} rejected, {device['strikes']} strike(s)")
+    print("5. verify   every file hash and the device signature (re-signed after labeling, for this chain and registry)")
     failed = 0
     for clip in written:
         result = verify_bundle(clip.path)

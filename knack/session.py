@@ -6,6 +6,7 @@ labeling, pinning, the chain or a screen; the outbox carries every clip from one
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -15,6 +16,8 @@ from collector.config import Config
 from knack import events as ev
 from knack import wiring
 from storage.outbox.rounds import Rounds
+
+log = logging.getLogger("knack.session")
 
 
 class ChainRounds(Rounds):
@@ -88,7 +91,15 @@ class DeviceSession:
         from collector.sources import make_sources
         from storage.outbox.pinner import Pinner
 
-        self.config, self.key, self.validator_key = config, key, validator_key
+        self.config, self.validator_key = config, validator_key
+        self._ledger = None
+        self._validator = None  # opened once: it keeps a cache of the content the chain paid for
+        self._ledger_lock = threading.RLock()  # one caller at a time on the ledger client
+        if key.domain is None and validator_key is not None and not config.storage.chain_rpc:
+            key = key.bind(self.ledger().domain())  # the embedded chain deploys itself: its network is known
+        if key.domain is None:
+            log.warning("this device does not know its network yet: its clips are signed for no chain, and validators reject them until relabeled")
+        self.key = key
         self.listener = listener or ev.ignore
         # The latest ClipWritten and PinResult (all of them unless `history` caps it, as a service does);
         # `counts` keeps the totals: clips written, pinned, pin_failed.
@@ -103,9 +114,6 @@ class DeviceSession:
         self.labels = LabelWorker(config, key, on_labeled=self._labeled, on_failed=self._label_failed, history=history) if label else None
         self.recorder = Recorder(config, make_sources(config), key, on_clip=self._clip)
         self.chain = ChainRounds(self, config.robot.chain_every_s if chain_every_s is None else chain_every_s)
-        self._ledger = None
-        self._validator = None  # opened once: it keeps a database of the CIDs and videos it has seen
-        self._ledger_lock = threading.RLock()  # one caller at a time on the ledger client
         self._started = self._closed = False
 
     @property
@@ -201,7 +209,7 @@ class DeviceSession:
         with self._ledger_lock:
             if self._ledger is None:
                 self._ledger = wiring.open_ledger(self.config)
-            return wiring.ensure_deployed(self._ledger, self.validator_key)
+            return wiring.ensure_deployed(self._ledger, self.validator_key, self.config)
 
     def settle(self):
         """One chain round (`knack submit`, with a validator key `knack validate`, then the settlements read
@@ -229,6 +237,9 @@ class DeviceSession:
             ledger = self.ledger()
             if ledger.deployment is None:
                 return None
+            if address is None and not self.config.identity.contributor:
+                record = ledger.device(self.key.address)  # the contributor this device is registered to
+                address = record.contributor if record is not None else None
             return rewards_view(ledger, address or self.contributor)
 
     # --- the stages' threads -----------------------------------------------------------------------

@@ -17,6 +17,9 @@ DEVICE_PASSWORD_ENV = "KNACK_DEVICE_PASSWORD"
 VALIDATOR_PASSWORD_ENV = "KNACK_VALIDATOR_PASSWORD"
 VALIDATOR_KEY_ENV = "KNACK_VALIDATOR_KEY"
 VALIDATOR_KEYSTORE = "validator-key.json"
+CONTRIBUTOR_KEY_ENV = "KNACK_CONTRIBUTOR_KEY"
+CONTRIBUTOR_PASSWORD_ENV = "KNACK_CONTRIBUTOR_PASSWORD"
+CONTRIBUTOR_KEYSTORE = "contributor-key.json"  # a demo's, or a contributor's own machine's
 
 Announce = Callable[[str], None]
 
@@ -37,7 +40,8 @@ def device_password(confirm: bool, prompt: str = "Password for the device key: "
 
 
 def device_key(config: Config, announce: Announce = print, password: str | None = None):
-    """The device's signing key from its encrypted keystore, created on first use."""
+    """The device's signing key from its encrypted keystore, created on first use; bound to the network
+    (its manifests signed as EIP-712 for that chain and registry) once this data directory knows one."""
     from collector.identity import load_or_create
 
     path = config.keystore_path
@@ -46,7 +50,45 @@ def device_key(config: Config, announce: Announce = print, password: str | None 
     key, created = load_or_create(path, password)
     if created:
         announce(f"Created device key {key.address} in {path} (encrypted; keep its password safe)")
+    return key.bind(network_domain(config))
+
+
+def contributor_key(config: Config, announce: Announce = print, password: str | None = None, path: Path | None = None):
+    """The contributor's account, which authorises devices and is paid: KNACK_CONTRIBUTOR_KEY (hex) if set,
+    else an encrypted keystore (`path`, default the data directory's), unlocked by KNACK_CONTRIBUTOR_PASSWORD
+    or `password`, created on first use only in the data directory (a demo)."""
+    from collector.identity import from_environment, load_or_create
+
+    if (key := from_environment(CONTRIBUTOR_KEY_ENV)) is not None:
+        return key
+    given = path is not None
+    path = Path(path) if given else config.data_path / CONTRIBUTOR_KEYSTORE
+    if given and not path.is_file():
+        raise IdentityError(f"no contributor keystore at {path}")
+    password = os.environ.get(CONTRIBUTOR_PASSWORD_ENV) or password
+    if not password:
+        password = ask_password("Password for the contributor key: ", confirm=not path.exists())
+    key, created = load_or_create(path, password)
+    if created:
+        announce(f"Created contributor key {key.address} in {path} (encrypted)")
     return key
+
+
+def network_domain(config: Config):
+    """The network this data directory last deployed to or read (chain id and registry, from the saved
+    deployment), without connecting; None before it knows one."""
+    from collector.identity import SigningDomain
+    from storage.ledger.base import Deployment
+
+    chain_dir = config.data_path / "chain"
+    if config.storage.chain_rpc:
+        saved = sorted(p for p in chain_dir.glob("deployment-*.json") if p.name != "deployment-embedded.json") if chain_dir.is_dir() else []
+        if len(saved) != 1:
+            return None  # several chains used from one data directory: the session asks the node
+        deployment = Deployment.load(saved[0])
+    else:
+        deployment = Deployment.load(chain_dir / "deployment-embedded.json")
+    return SigningDomain(deployment.chain_id, deployment.registry) if deployment else None
 
 
 def validator_key(config: Config, announce: Announce = print, password: str | None = None):
@@ -123,23 +165,38 @@ def open_ledger(config: Config, deployer=None):
     as `ensure_deployed` says."""
     from storage.ledger.web3_ledger import open_ledger as open_web3_ledger
 
-    return ensure_deployed(open_web3_ledger(config.storage.chain_rpc, config.data_path), deployer)
+    return ensure_deployed(open_web3_ledger(config.storage.chain_rpc, config.data_path), deployer, config)
 
 
-def ensure_deployed(ledger, deployer=None):
+def ensure_deployed(ledger, deployer=None, config: Config | None = None):
     """With a `deployer` (the admin key, or a function that gives it, asked only when it is needed), the
-    embedded chain deploys its contracts on first use; a real chain needs `knack chain deploy`."""
+    embedded chain deploys its contracts on first use, naming this configuration's models and policy as the
+    network's (`network_digest`); a real chain needs `knack chain deploy`."""
     if deployer is not None and ledger.deployment is None and ledger.embedded:
+        from collector.labeling.network import network_digest
+
         admin = deployer() if callable(deployer) else deployer
-        ledger.deploy(admin, admin.address)
+        ledger.deploy(admin, admin.address, policy=network_digest(config or Config()))
     return ledger
 
 
+def register_device(ledger, relayer, device, contributor) -> bool:
+    """Registers `device` (a key) to `contributor` (a key) on chain, relayed by `relayer`; False when it
+    already is registered to that contributor. Raises ChainError when the registry refuses (another
+    contributor's device, a revoked key)."""
+    record = ledger.device(device.address)
+    if record is not None and record.status == "active" and record.contributor.lower() == contributor.address.lower():
+        return False
+    ledger.register_device(relayer, device=device, contributor=contributor)
+    return True
+
+
 def open_validator(config: Config, ledger, store, key):
-    """The validator over this ledger and content store; it keeps what it has seen in the data directory."""
+    """The validator over this ledger and content store, with this configuration's labeler and policy (the
+    registry must name their digest); its cache of paid content lives in the data directory."""
     from storage.validator import Validator
 
-    return Validator(ledger, store, key, config.data_path / "validator.sqlite")
+    return Validator(ledger, store, key, config.data_path / "validator.sqlite", config)
 
 
 def ledger_name(config: Config) -> str:

@@ -120,14 +120,22 @@ def test_after_the_demo_its_export_line_makes_the_other_commands_work_on_what_it
     assert verified.stdout.count("OK ") == len(clips)
 
 
-def test_the_demo_asks_one_password_for_both_keys_and_says_what_each_is_for(tmp_path):
+def test_the_demo_asks_one_password_for_its_three_keys_and_says_what_each_is_for(tmp_path):
     """At a terminal with no KNACK_DEVICE_PASSWORD: one prompt, whatever keys are created."""
     import pty
 
     env = dict(os.environ, HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "share"), XDG_CONFIG_HOME=str(tmp_path / "config"))
-    for name in ("KNACK_DEVICE_PASSWORD", "KNACK_VALIDATOR_PASSWORD", "KNACK_VALIDATOR_KEY", "KNACK_CONFIG", "KNACK_DATA_DIR"):
+    for name in (
+        "KNACK_DEVICE_PASSWORD",
+        "KNACK_VALIDATOR_PASSWORD",
+        "KNACK_VALIDATOR_KEY",
+        "KNACK_CONTRIBUTOR_KEY",
+        "KNACK_CONTRIBUTOR_PASSWORD",
+        "KNACK_CONFIG",
+        "KNACK_DATA_DIR",
+    ):
         env.pop(name, None)
-    script = "from collector.config import load; from knack.demo import demo_keys; base = load(); key, v = demo_keys(base, base.data_path / 'demo'); print('KEYS', key.address, v.address)"
+    script = "from collector.config import load; from knack.demo import demo_keys; base = load(); k = demo_keys(base, base.data_path / 'demo'); print('KEYS', k.device.address, k.validator.address, k.contributor.address)"
     pid, fd = pty.fork()
     if pid == 0:
         os.execvpe(sys.executable, [sys.executable, "-c", script], env)
@@ -148,7 +156,8 @@ def test_the_demo_asks_one_password_for_both_keys_and_says_what_each_is_for(tmp_
     os.waitpid(pid, 0)
     assert prompts == 1, screen
     assert "device key signs every clip" in screen and "validator key stands in for the network's validator" in screen
-    assert re.search(r"KEYS 0x[0-9a-fA-F]{40} 0x[0-9a-fA-F]{40}", screen), screen
+    assert "contributor key registers the device" in screen
+    assert re.search(r"KEYS 0x[0-9a-fA-F]{40} 0x[0-9a-fA-F]{40} 0x[0-9a-fA-F]{40}", screen), screen
 
 
 def test_doctor_shows_config_data_dir_and_reachable_parts(tmp_path, env, simulated_port):

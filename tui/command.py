@@ -8,15 +8,16 @@ from collector.config import load
 
 
 def cmd_tui(args) -> int:
-    from knack.demo import demo_keys, looping_demo
+    from knack.demo import demo_keys, join_network, looping_demo
     from knack.wiring import device_key
     from tui.app import run
 
     base = load(args.config)
     if not args.demo:
         return run(base, device_key(base))
-    # Both keys are unlocked before the app owns the terminal: in a demo the app validates its own clips.
+    # The keys are unlocked before the app owns the terminal: in a demo the app validates its own clips.
     target = Path(args.data_dir) if args.data_dir else base.data_path / "demo"
-    key, validator = demo_keys(base, target)
-    with looping_demo(base, target, args.clip_seconds) as config:
-        return run(config, key, demo=True, validator_key=validator)
+    keys = demo_keys(base, target)
+    with looping_demo(base, target, args.clip_seconds) as demo_config:
+        config, key = join_network(demo_config, keys)
+        return run(config, key, demo=True, validator_key=keys.validator)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 import collector
-from collector.bundle import MANIFEST, VIDEO_FOURCC, link_unchanged, recover_staged, replace_clip, stage, verify_bundle, video_name, write_manifest
+from collector.bundle import MANIFEST, VIDEO_FOURCC, VIDEO_STEM, VIDEO_SUFFIX, is_video, link_unchanged, recover_staged, replace_clip, stage, verify_bundle, video_name, write_manifest
 from collector.config import Config
 from collector.identity import DeviceKey
 from collector.labeling import privacy
@@ -86,12 +86,14 @@ def _check_complete(video: Path, frames: int) -> None:
 class Labeler:
     """Holds the model sessions (created once) and labels clips one after another."""
 
-    def __init__(self, config: Config, key: DeviceKey, models: Models | None = None):
+    def __init__(self, config: Config, key: DeviceKey | None, models: Models | None = None):
+        """`key` None: a labeler that only assesses (the validator's), which never writes a clip."""
         self.config, self.key = config, key
         self.models = models or Models(config.labeler)
         self.provider = self.models.provider
-        for message in recover_staged(config.clips_path):
-            log.info(message)
+        if key is not None:
+            for message in recover_staged(config.clips_path):
+                log.info(message)
 
     def label(self, clip: Path) -> Labeled:
         started = time.monotonic()
@@ -139,7 +141,35 @@ class Labeler:
         log.debug("clip %s: %s (quality %.2f, %.1f s)", labeled.clip_id, labeled.summary, labeled.score, labeled.seconds)
         return labeled
 
-    def _video(self, path: Path, target: Path | None) -> VideoResult:
+    def assess(self, clip: Path, manifest: dict, *, max_seconds: float = 600.0, max_pixels: int = 4096 * 2160) -> dict:
+        """The labels, quality and decision this labeler's models and policy give the clip's own pixels (as
+        pinned), writing nothing: the validator's verdict on a clip from elsewhere. The duration is measured
+        from the video, not read from the manifest; a video too long or too large is refused before decoding."""
+        videos = sorted(p for p in Path(clip).iterdir() if p.is_file() and is_video(p.name))
+        results: dict[str, VideoResult] = {}
+        duration = 0.0
+        for video in videos:
+            capture = cv2.VideoCapture(str(video))
+            try:
+                if not capture.isOpened():
+                    raise LabelError(f"{video.name} cannot be opened as a video")
+                fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+                frames = capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0
+                pixels = capture.get(cv2.CAP_PROP_FRAME_WIDTH) * capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+            finally:
+                capture.release()
+            if not 1.0 <= fps <= 1000.0:
+                raise LabelError(f"{video.name} has a frame rate of {fps:g} fps")
+            if pixels > max_pixels:
+                raise LabelError(f"{video.name} is {pixels:,.0f} pixels a frame (at most {max_pixels:,})")
+            if frames / fps > max_seconds:
+                raise LabelError(f"{video.name} lasts {frames / fps:,.0f} s (at most {max_seconds:g} s)")
+            name = video.name.removeprefix(VIDEO_STEM).removeprefix("-").removesuffix(VIDEO_SUFFIX) or "video"
+            results[name] = self._video(video, None, limit=int(max_seconds * fps) + 1)
+            duration = max(duration, results[name].picture.frames / results[name].fps)
+        return self._annotate(dict(manifest, duration_s=round(duration, 6)), results)
+
+    def _video(self, path: Path, target: Path | None, limit: int | None = None) -> VideoResult:
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
             raise LabelError(f"{path} cannot be opened as a video")
@@ -203,7 +233,7 @@ class Labeler:
         index = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="knack-models") as models:
             try:
-                while True:
+                while limit is None or index < limit:
                     ok, frame = capture.read()
                     if not ok:
                         break

@@ -84,6 +84,7 @@ def join_network(config: Config, keys: DemoKeys) -> tuple[Config, object]:
     config = dataclasses.replace(config, identity=dataclasses.replace(config.identity, contributor=keys.contributor.address))
     return config, keys.device.bind(domain)
 
+
 @contextlib.contextmanager
 def looping_demo(base: Config, target: Path, clip_seconds: float):
     """The demo's configuration with the sample video looping and the simulator running, for `knack tui --demo`."""

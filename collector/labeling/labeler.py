@@ -19,7 +19,20 @@ import cv2
 import numpy as np
 
 import collector
-from collector.bundle import MANIFEST, VIDEO_FOURCC, VIDEO_STEM, VIDEO_SUFFIX, is_video, link_unchanged, recover_staged, replace_clip, stage, verify_bundle, video_name, write_manifest
+from collector.bundle import (
+    MANIFEST,
+    VIDEO_FOURCC,
+    VIDEO_STEM,
+    VIDEO_SUFFIX,
+    is_video,
+    link_unchanged,
+    recover_staged,
+    replace_clip,
+    stage,
+    verify_bundle,
+    video_name,
+    write_manifest,
+)
 from collector.config import Config
 from collector.identity import DeviceKey
 from collector.labeling import privacy

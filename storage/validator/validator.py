@@ -168,9 +168,14 @@ class Validator:
             raise _Reject(Reason.BAD_SIGNATURE, str(exc)) from None
         network = self.chain.domain()
         if domain is None:
-            raise _Reject(Reason.BAD_SIGNATURE, "the manifest's signature is bound to no network (EIP-191): relabel the clip on a device that knows its network")
+            raise _Reject(
+                Reason.BAD_SIGNATURE, "the manifest's signature is bound to no network (EIP-191): relabel the clip on a device that knows its network"
+            )
         if not domain.matches(network):
-            raise _Reject(Reason.BAD_SIGNATURE, f"signed for chain {domain.chain_id}, registry {domain.registry}; this network is chain {network.chain_id}, registry {network.registry}")
+            raise _Reject(
+                Reason.BAD_SIGNATURE,
+                f"signed for chain {domain.chain_id}, registry {domain.registry}; this network is chain {network.chain_id}, registry {network.registry}",
+            )
         device = getattr(batch, "device", "") or batch.contributor
         if signer.lower() != manifest["device_id"].lower() or signer.lower() != device.lower():
             raise _Reject(Reason.BAD_SIGNATURE, f"signed by {signer} for device {manifest['device_id']}, submitted by {device}")

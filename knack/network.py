@@ -1,0 +1,107 @@
+"""`knack device …` and `knack chain policy`: a device joining its contributor on chain, the contributor's
+hold on it (revoke, clear strikes), and the network's model and policy digest that validators must run."""
+
+from __future__ import annotations
+
+import json
+
+from collector.config import ConfigError, load
+from knack import wiring
+
+
+def _device_address(config, address: str | None) -> str:
+    """The given address, else this device's own (read from its keystore in clear: no password needed)."""
+    import dataclasses
+
+    if address:
+        return address
+    return wiring.contributor_address(dataclasses.replace(config, identity=dataclasses.replace(config.identity, contributor="")))
+
+
+def _ledger(config):
+    ledger = wiring.open_ledger(config)
+    if ledger.deployment is None:
+        raise ConfigError(f"nothing is deployed on {wiring.ledger_name(config)} yet: run `knack chain deploy` (or `knack demo`) first")
+    return ledger
+
+
+def _contributor(config, args):
+    return wiring.contributor_key(config, path=args.contributor_keystore)
+
+
+def cmd_device_register(args) -> int:
+    """The device signs (it consents to be this contributor's), the contributor signs (it authorises the
+    device), and the device relays the registration, paying its gas."""
+    config = load(args.config)
+    ledger = _ledger(config)
+    device = wiring.device_key(config)
+    contributor = _contributor(config, args)
+    if wiring.register_device(ledger, device, device, contributor):
+        print(
+            f"Device {device.address} is registered to contributor {contributor.address} on {wiring.ledger_name(config)}: its accepted clips pay that address"
+        )
+    else:
+        print(f"Device {device.address} was already registered to contributor {contributor.address}")
+    ledger.close()
+    return 0
+
+
+def cmd_device_revoke(args) -> int:
+    config = load(args.config)
+    ledger = _ledger(config)
+    device = _device_address(config, args.device)
+    ledger.revoke_device(_contributor(config, args), device)
+    print(f"Device {device} is revoked: the registry refuses its batches from now on (a revoked key cannot be registered again)")
+    ledger.close()
+    return 0
+
+
+def cmd_device_clear(args) -> int:
+    config = load(args.config)
+    ledger = _ledger(config)
+    device = _device_address(config, args.device)
+    ledger.clear_strikes(_contributor(config, args), device)
+    print(f"Device {device}: strikes cleared, its batches are accepted again")
+    ledger.close()
+    return 0
+
+
+def cmd_device_show(args) -> int:
+    config = load(args.config)
+    ledger = _ledger(config)
+    address = _device_address(config, args.device)
+    record = ledger.device(address)
+    rules = ledger.strike_rules()
+    ledger.close()
+    if args.json:
+        print(json.dumps({"device": address, "record": None if record is None else record.__dict__, "strike_rules": rules.__dict__}, indent=2, default=str))
+        return 0
+    if record is None:
+        print(f"Device {address} is not registered: `knack device register` (with the contributor's key) makes it one of theirs")
+        return 1
+    state = "BLOCKED (the contributor clears it: `knack device clear-strikes`)" if record.blocked else record.status
+    print(f"Device {record.device}: {state}, paying contributor {record.contributor}")
+    print(f"  strikes {record.strikes} of {rules.max_strikes} allowed in {rules.window_s / 86400:g} day(s)")
+    return 0
+
+
+def cmd_chain_policy(args) -> int:
+    """Shows this configuration's model and policy digest beside the registry's; --set makes it the network's
+    (admin only)."""
+    from collector.labeling.network import network_digest, rules
+
+    config = load(args.config)
+    ledger = _ledger(config)
+    mine = network_digest(config)
+    if args.set:
+        ledger.set_policy(wiring.validator_key(config), mine)
+    onchain = bytes(ledger.policy_digest())
+    ledger.close()
+    if args.json:
+        print(json.dumps({"registry": "0x" + onchain.hex(), "local": "0x" + mine.hex(), "rules": rules(config)}, indent=2))
+        return 0
+    print(f"registry:    0x{onchain.hex()}")
+    print(
+        f"this config: 0x{mine.hex()}  ({'the same: a validator with this config settles' if onchain == mine else 'DIFFERENT: a validator with this config refuses to settle'})"
+    )
+    return 0 if onchain == mine else 1

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.identity import DeviceKey, IdentityError, recover_signer
+from collector.identity import DeviceKey, IdentityError, SigningDomain, recover_signer, signature_domain
 
 log = logging.getLogger("knack.bundle")
 
@@ -230,6 +230,7 @@ class Verification:
     clip: Path
     problems: list[str] = field(default_factory=list)
     signer: str | None = None
+    network: SigningDomain | None = None  # the chain and registry the signature is bound to (None: unbound)
 
     @property
     def ok(self) -> bool:
@@ -270,6 +271,7 @@ def verify_bundle(directory: Path) -> Verification:
             result.problems.append(f"{file.name}: present but not listed in the manifest")
     try:
         signer = recover_signer(canonical(manifest), manifest["signature"])
+        result.network = signature_domain(manifest["signature"])
     except (IdentityError, ValueError, TypeError) as exc:
         result.problems.append(f"signature is unreadable: {exc}")
         return result

@@ -150,9 +150,21 @@ def _chain(config: Config) -> Check:
     return Check("chain rpc", "ok", f"{config.storage.chain_rpc}: chain id {chain_id}")
 
 
+def _network_rules(config: Config) -> Check:
+    """The digest a validator with this configuration must find on chain (`knack chain policy` compares)."""
+    from collector.labeling.cards import CardError
+    from collector.labeling.network import network_digest
+
+    try:
+        digest = network_digest(config)
+    except (CardError, OSError) as exc:
+        return Check("network rules", "fail", f"the model and policy digest cannot be computed: {exc}")
+    return Check("network rules", "info", f"model and policy digest 0x{digest.hex()} (validators settle only when the registry names it)")
+
+
 def run_checks(config: Config) -> list[Check]:
     checks = [_data_dir(config), _device_key(config)]
     checks += _cameras(config) or [Check("cameras", "info", "none configured ([[camera]] in knack.toml; see `knack devices`)")]
     checks += _serial(config) or [Check("serial ports", "info", "none configured ([[serial]] in knack.toml; see `knack devices`)")]
-    checks += [_onnxruntime(), *_labeler(config), _ipfs(config), _chain(config)]
+    checks += [_onnxruntime(), *_labeler(config), _network_rules(config), _ipfs(config), _chain(config)]
     return checks

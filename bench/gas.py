@@ -1,6 +1,7 @@
-"""Gas per accepted clip: the batched ClipRegistry (submission + settlement + reward) for batches of
-1, 16, 64 and 256, against the naive design (one transaction per clip storing its digest and minting)
-measured in the same run on the embedded EVM (py-evm, Prague). Target: < 3,000 at 64.
+"""Gas per accepted clip: the batched ClipRegistry (submission by a registered device + settlement + reward
+minted to the device's contributor) for batches of 1, 16, 64 and 256, against the naive design (one
+transaction per clip storing its digest and minting) measured in the same run on the embedded EVM (py-evm,
+Prague), and what registering a device costs once. Target: < 3,000 at 64.
 
     .venv/bin/python bench/gas.py [--json]
 """

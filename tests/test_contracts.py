@@ -1,5 +1,6 @@
 """The reward contracts (storage/ledger/contracts): ClipRegistry and KnackToken on eth-tester's in-process py-evm
-(Prague) through web3.py, from the committed artifacts; no Node needed except for the rebuild check."""
+(Prague) through web3.py, from the committed artifacts; no Node needed except for the rebuild check. Devices,
+their contributors and strikes: tests/test_registry_devices.py."""
 
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ from eth_utils import keccak  # noqa: E402
 from web3 import EthereumTesterProvider, Web3  # noqa: E402
 from web3.logs import DISCARD  # noqa: E402
 
+from collector.identity import DeviceKey, SigningDomain  # noqa: E402
 from storage.ledger.contracts import ARTIFACTS, CONTRACTS, HERE, SOURCES, load_artifact, merkle  # noqa: E402
-from storage.ledger.contracts.encoding import bitmap, pack_qualities  # noqa: E402
+from storage.ledger.contracts.encoding import bitmap, pack_qualities, registration_struct_hash  # noqa: E402
+from storage.ledger.reasons import strike_mask  # noqa: E402
 
 REWARD = 10**18  # per clip at quality 10000
 CAP = 2 * 10**18
 ZERO = "0x" + "00" * 20
+POLICY = hashlib.sha256(b"models and policy").digest()
+MAX_STRIKES, WINDOW = 3, 7 * 24 * 3600
 
 
 def digests(n: int, salt: str = "") -> list[bytes]:
@@ -38,13 +43,29 @@ def expected_reward(qualities, per=REWARD, cap=CAP) -> int:
 
 
 class Chain:
+    """A registry and its token; `device` is registered to `contributor`, `device2` to `contributor2`."""
+
     def __init__(self):
         provider = EthereumTesterProvider()
         self.w3 = Web3(provider)
         self.tester = provider.ethereum_tester
-        self.admin, self.validator, self.device, self.device2, self.stranger = self.w3.eth.accounts[:5]
-        self.registry = self.deploy("ClipRegistry", self.admin, self.validator, REWARD, CAP)
+        self.keys = [DeviceKey(a, k.to_bytes()) for a, k in zip(self.w3.eth.accounts, self.tester.backend.account_keys, strict=True)]
+        self.admin, self.validator, self.device, self.device2, self.stranger, self.contributor, self.contributor2, self.relayer = self.w3.eth.accounts[:8]
+        self.registry = self.deploy("ClipRegistry", self.admin, self.validator, REWARD, CAP, POLICY, MAX_STRIKES, WINDOW, strike_mask())
+        self.deployed = self.deploy_receipt
         self.token = self.w3.eth.contract(address=self.registry.functions.token().call(), abi=load_artifact("KnackToken")["abi"])
+        self.register(self.device, self.contributor)
+        self.register(self.device2, self.contributor2)
+
+    def key(self, address: str) -> DeviceKey:
+        return next(k for k in self.keys if k.address == address)
+
+    def register(self, device: str, contributor: str):
+        deadline = self.w3.eth.get_block("latest")["timestamp"] + 3600
+        nonce = self.registry.functions.nonces(contributor).call()
+        digest = SigningDomain(self.w3.eth.chain_id, self.registry.address).hash(registration_struct_hash(device, contributor, nonce, deadline))
+        signatures = (self.key(contributor).sign_hash(digest), self.key(device).sign_hash(digest))
+        return self.send(self.registry.functions.registerDevice(device, contributor, deadline, *signatures), self.relayer)
 
     def deploy(self, name, *args):
         art = load_artifact(name)
@@ -166,7 +187,7 @@ def test_token_metadata_and_sole_minter(chain):
     assert (t.name().call(), t.symbol().call(), t.decimals().call()) == ("Knack Reward", "KNACK", 18)
     assert t.minter().call() == chain.registry.address
     assert t.totalSupply().call() == 0
-    for who in (chain.admin, chain.validator, chain.device):
+    for who in (chain.admin, chain.validator, chain.device, chain.contributor):
         assert_reverts(chain.token, t.mint(who, 1), who, "NotMinter", who)
 
 
@@ -179,21 +200,30 @@ def test_roles_at_deployment(chain):
     assert r.hasRole(validator_role, chain.validator).call()
     assert not r.hasRole(validator_role, chain.admin).call()
     assert not r.hasRole(admin_role, chain.validator).call()
-    granted = events(chain.registry, "RoleGranted", chain.deploy_receipt)
+    granted = events(chain.registry, "RoleGranted", chain.deployed)
     assert {(e.args.role, e.args.account) for e in granted} == {
         (admin_role, chain.admin),
         (validator_role, chain.validator),
     }
-    changed = events(chain.registry, "RewardChanged", chain.deploy_receipt)
+    changed = events(chain.registry, "RewardChanged", chain.deployed)
     assert [(e.args.rewardPerClip, e.args.maxRewardPerClip) for e in changed] == [(REWARD, CAP)]
     assert (r.rewardPerClip().call(), r.maxRewardPerClip().call(), r.batchCount().call()) == (REWARD, CAP, 0)
+
+
+def test_policy_and_strike_rules_at_deployment(chain):
+    r = chain.registry.functions
+    assert r.policyDigest().call() == POLICY
+    assert [e.args.digest for e in events(chain.registry, "PolicyChanged", chain.deployed)] == [POLICY]
+    assert r.strikeRules().call() == [MAX_STRIKES, WINDOW, strike_mask()]
+    (ev,) = events(chain.registry, "StrikeRulesChanged", chain.deployed)
+    assert (ev.args.maxStrikes, ev.args.window, ev.args.reasonMask) == (MAX_STRIKES, WINDOW, strike_mask())
 
 
 def test_only_admin_sets_reward_and_roles(chain):
     r = chain.registry.functions
     admin_role = b"\x00" * 32
     validator_role = keccak(text="VALIDATOR_ROLE")
-    for who in (chain.validator, chain.device):
+    for who in (chain.validator, chain.device, chain.contributor):
         assert_reverts(chain.registry, r.setReward(5, 5), who, "AccessControlUnauthorizedAccount", who, admin_role)
         assert_reverts(chain.registry, r.grantRole(validator_role, who), who, "AccessControlUnauthorizedAccount", who, admin_role)
         assert_reverts(
@@ -216,7 +246,7 @@ def test_validator_role_grant_and_revoke(chain):
     validator_role = keccak(text="VALIDATOR_ROLE")
     batch_id, _ = chain.submit(digests(3))
     settle = r.settleBatch(batch_id, [0b111], pack_qualities([10000] * 3), b"")
-    for who in (chain.admin, chain.device, chain.stranger):
+    for who in (chain.admin, chain.device, chain.contributor, chain.stranger):
         assert_reverts(chain.registry, settle, who, "AccessControlUnauthorizedAccount", who, validator_role)
 
     receipt = chain.send(r.grantRole(validator_role, chain.stranger), chain.admin)
@@ -240,7 +270,7 @@ def test_submit_batch_stores_root_and_emits_digests(chain):
     assert batch_id == 0
     (ev,) = events(chain.registry, "BatchSubmitted", receipt)
     assert ev.args.batchId == 0
-    assert ev.args.contributor == chain.device
+    assert (ev.args.device, ev.args.contributor) == (chain.device, chain.contributor)
     assert ev.args.root == merkle.root(ds)
     assert list(ev.args.digests) == ds
     assert chain.registry.functions.batch(0).call() == [merkle.root(ds), chain.device, 7, False]
@@ -319,10 +349,34 @@ def test_verify_agrees_on_larger_batches(chain):
             assert chain.registry.functions.verify(batch_id, i, ds[i], merkle.proof(ds, i)).call()
 
 
+def test_verify_still_proves_each_clip_once_the_batch_is_settled(chain):
+    ds = digests(7, "settled verify")
+    batch_id, _ = chain.submit(ds)
+    chain.settle(batch_id, [True] * 7, [10000] * 7)
+    verify = chain.registry.functions.verify
+    for i, d in enumerate(ds):
+        assert verify(batch_id, i, d, merkle.proof(ds, i)).call(), i
+        assert not verify(batch_id, i, ds[(i + 1) % 7], merkle.proof(ds, i)).call()
+
+
+@pytest.mark.parametrize("settled", [False, True])
+def test_an_inner_node_never_passes_as_a_clip(chain, settled):
+    """An inner node keccak(a || b) is the leaf of "clip number a with digest b": only the index bound (the
+    count while pending, 256 once settled, a hash being below 256 with odds 2**-248) tells them apart."""
+    ds = digests(7, "inner")
+    batch_id, _ = chain.submit(ds)
+    if settled:
+        chain.settle(batch_id, [True] * 7, [10000] * 7)
+    a, b = sorted((merkle.leaf(0, ds[0]), merkle.leaf(1, ds[1])))
+    forged = merkle.proof(ds, 0)[1:]  # from the pair's parent up
+    assert merkle.verify(merkle.root(ds), int.from_bytes(a, "big"), b, forged)  # the hashes alone accept it
+    assert not chain.registry.functions.verify(batch_id, int.from_bytes(a, "big"), b, forged).call()
+
+
 # ------------------------------------------------------------------ settlement
 
 
-def test_settle_mints_once_to_the_contributor(chain):
+def test_settle_mints_once_to_the_devices_contributor(chain):
     ds = digests(7, "settle")
     batch_id, _ = chain.submit(ds)
     accepted = [True, False, True, True, False, True, True]
@@ -330,19 +384,26 @@ def test_settle_mints_once_to_the_contributor(chain):
     reasons = bytes([3, 7])
     receipt = chain.settle(batch_id, accepted, qualities, reasons)
     reward = expected_reward(qualities)
-    assert chain.token.functions.balanceOf(chain.device).call() == reward
+    assert chain.token.functions.balanceOf(chain.contributor).call() == reward
     assert chain.token.functions.totalSupply().call() == reward
+    assert chain.token.functions.balanceOf(chain.device).call() == 0
     assert chain.token.functions.balanceOf(chain.validator).call() == 0
     (ev,) = events(chain.registry, "BatchSettled", receipt)
     args = ev.args
-    assert (args.batchId, args.contributor, args.validator) == (batch_id, chain.device, chain.validator)
-    assert (args.accepted, args.rejected, args.reward) == (5, 2, reward)
+    assert (args.batchId, args.contributor, args.device, args.validator) == (batch_id, chain.contributor, chain.device, chain.validator)
+    assert args.reward == reward
     assert list(args.acceptedBitmap) == bitmap(accepted)
     assert args.qualities == pack_qualities(qualities)
     assert args.rejectReasons == reasons
     transfers = events(chain.token, "Transfer", receipt)
-    assert [(t.args["from"], t.args.to, t.args.value) for t in transfers] == [(ZERO, chain.device, reward)]
-    assert chain.registry.functions.batch(batch_id).call() == [merkle.root(ds), chain.device, 7, True]
+    assert [(t.args["from"], t.args.to, t.args.value) for t in transfers] == [(ZERO, chain.contributor, reward)]
+
+
+def test_a_settled_batch_keeps_its_root_and_forgets_its_device_and_count(chain):
+    ds = digests(7, "forget")
+    batch_id, _ = chain.submit(ds)
+    chain.settle(batch_id, [True] * 7, [10000] * 7)
+    assert chain.registry.functions.batch(batch_id).call() == [merkle.root(ds), ZERO, 0, True]
 
 
 def test_double_settle_reverts(chain):
@@ -350,7 +411,7 @@ def test_double_settle_reverts(chain):
     chain.settle(batch_id, [True] * 4, [10000] * 4)
     again = chain.registry.functions.settleBatch(batch_id, [0b1111], pack_qualities([10000] * 4), b"")
     assert_reverts(chain.registry, again, chain.validator, "AlreadySettled", batch_id)
-    assert chain.token.functions.balanceOf(chain.device).call() == 4 * REWARD
+    assert chain.token.functions.balanceOf(chain.contributor).call() == 4 * REWARD
 
 
 def test_unknown_batch_reverts(chain):
@@ -387,7 +448,7 @@ def test_reward_never_above_the_cap(chain):
     receipt = chain.settle(batch_id, [True] * len(qualities), qualities)
     reward = expected_reward(qualities, 3 * 10**18, 2 * 10**18)
     assert reward == 2 * 10**18 + 2 * 10**18 + 2 * 10**18 - 2 * 10**14 + 15 * 10**17 + 0 + 3 * 10**14
-    assert chain.token.functions.balanceOf(chain.device).call() == reward
+    assert chain.token.functions.balanceOf(chain.contributor).call() == reward
     (ev,) = events(chain.registry, "BatchSettled", receipt)
     assert ev.args.reward == reward <= len(qualities) * r.maxRewardPerClip().call()
 
@@ -406,26 +467,25 @@ def test_reward_formula_random(chain, per, cap):
         receipt = chain.settle(batch_id, accepted, qualities, reasons)
         (ev,) = events(chain.registry, "BatchSettled", receipt)
         assert ev.args.reward == expected_reward(qualities, per, cap), n
-        assert (ev.args.accepted, ev.args.rejected) == (len(qualities), len(reasons))
         assert ev.args.rejectReasons == reasons and ev.args.qualities == pack_qualities(qualities)
         total += ev.args.reward
-    assert chain.token.functions.balanceOf(chain.device).call() == total
+    assert chain.token.functions.balanceOf(chain.contributor).call() == total
 
 
 def test_full_batch_all_accepted(chain):
     batch_id, _ = chain.submit(digests(256, "full"))
     receipt = chain.settle(batch_id, [True] * 256, [10000] * 256)
     (ev,) = events(chain.registry, "BatchSettled", receipt)
-    assert (ev.args.accepted, ev.args.rejected, ev.args.reward) == (256, 0, 256 * REWARD)
+    assert (ev.args.reward, ev.args.rejectReasons) == (256 * REWARD, b"")
     assert list(ev.args.acceptedBitmap) == [2**256 - 1]
-    assert chain.token.functions.balanceOf(chain.device).call() == 256 * REWARD
+    assert chain.token.functions.balanceOf(chain.contributor).call() == 256 * REWARD
 
 
 def test_all_rejected_settles_without_minting(chain):
     batch_id, _ = chain.submit(digests(3))
     receipt = chain.settle(batch_id, [False] * 3, [], bytes([1, 2, 3]))
     (ev,) = events(chain.registry, "BatchSettled", receipt)
-    assert (ev.args.accepted, ev.args.rejected, ev.args.reward) == (0, 3, 0)
+    assert (list(ev.args.acceptedBitmap), ev.args.qualities, ev.args.rejectReasons, ev.args.reward) == ([0], b"", bytes([1, 2, 3]), 0)
     assert events(chain.token, "Transfer", receipt) == ()
     assert chain.registry.functions.batch(batch_id).call()[3] is True
 
@@ -449,8 +509,8 @@ def test_settle_argument_checks(chain):
 
 
 def test_gas_per_clip_target(chain):
-    """Under 3,000 gas per accepted clip for a batch of 64 (submission + settlement + mint), once the
-    contributor holds KNACK; the numbers of storage/ledger/contracts/gas.py."""
+    """Under 3,000 gas per accepted clip for a batch of 64 (submission by a registered device + settlement +
+    mint to its contributor), once the contributor holds KNACK; the numbers of storage/ledger/contracts/gas.py."""
     chain.submit(digests(1, "warm"), chain.device2)
     chain.settle(0, [True], [10000])  # batch counter and totalSupply nonzero, as on a live registry
     per_clip = []

@@ -16,7 +16,7 @@ PACKAGES = ("knack", "collector", "storage", "robot", "tui")
 ALLOWED = {
     "collector": ("collector",),
     "storage.content": ("storage.content", "storage.sqlite"),
-    "storage.ledger": ("storage.ledger",),
+    "storage.ledger": ("storage.ledger", "collector.identity"),  # a signing domain is the identity module's type
     "storage.outbox": ("storage.outbox", "storage.content", "storage.ledger", "storage.sqlite", "collector"),
     "storage.validator": ("storage", "collector"),
     "storage.sqlite": (),

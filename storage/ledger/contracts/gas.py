@@ -1,6 +1,7 @@
 """Gas of ClipRegistry (batched) against NaiveRegistry (the benchmark reference: one transaction per clip),
 measured from receipts' gasUsed on eth-tester's in-process py-evm (Prague). All clips accepted at quality
-10000. Per accepted clip = (submitBatch + settleBatch incl. the mint) / clips.
+10000. Per accepted clip = (submitBatch by a registered device + settleBatch incl. the mint to the device's
+contributor) / clips. Registering a device (once per device) is reported apart.
 
 "first mint" = the contributor has never held KNACK (its balance slot goes 0 -> nonzero); "later mint" =
 it has. Both after a warm-up, so the registry's batch counter and the token's totalSupply are already
@@ -16,12 +17,14 @@ import json
 import sys
 
 from . import load_artifact
-from .encoding import bitmap
+from .encoding import bitmap, registration_struct_hash
 from .encoding import pack_qualities as qualities
 
 SIZES = (1, 16, 64, 256)
 REWARD = 10**18
 MAX_REWARD = 2 * 10**18
+NO_POLICY = bytes(32)
+STRIKES = (3, 7 * 24 * 3600)  # max strikes, window (s); the mask is storage.ledger.reasons.strike_mask()
 
 
 def chain():
@@ -49,12 +52,42 @@ def digests(n: int, salt: str = "") -> list[bytes]:
     return [hashlib.sha256(f"{salt}clip {i}".encode()).digest() for i in range(n)]
 
 
-def new_account(w3, tester, seed: str) -> str:
-    """A funded account that has never held KNACK."""
+def deploy_registry(w3, admin, validator):
+    from storage.ledger.reasons import strike_mask
+
+    return deploy(w3, "ClipRegistry", admin, validator, REWARD, MAX_REWARD, NO_POLICY, *STRIKES, strike_mask())
+
+
+def new_key(w3, tester, seed: str):
+    """A funded account that has never held KNACK, as a collector.identity.DeviceKey."""
+    from collector.identity import DeviceKey
+
     key = hashlib.sha256(seed.encode()).digest()
     address = tester.add_account("0x" + key.hex())
     w3.eth.wait_for_transaction_receipt(w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": address, "value": 10**20}))
-    return address
+    return DeviceKey(address, key)
+
+
+def new_account(w3, tester, seed: str) -> str:
+    return new_key(w3, tester, seed).address
+
+
+def register(w3, registry, device, contributor, relayer) -> int:
+    """Registers `device` to `contributor` (DeviceKeys), relayed by `relayer`; returns the gas used."""
+    from collector.identity import SigningDomain
+
+    deadline = w3.eth.get_block("latest")["timestamp"] + 3600
+    nonce = registry.functions.nonces(contributor.address).call()
+    digest = SigningDomain(w3.eth.chain_id, registry.address).hash(registration_struct_hash(device.address, contributor.address, nonce, deadline))
+    call = registry.functions.registerDevice(device.address, contributor.address, deadline, contributor.sign_hash(digest), device.sign_hash(digest))
+    return _gas(w3, call.transact({"from": relayer}))
+
+
+def new_device(w3, tester, registry, seed: str, relayer) -> tuple[str, str, int]:
+    """A registered device and its contributor (neither has held KNACK): (device, contributor, registration gas)."""
+    contributor = new_key(w3, tester, f"{seed} contributor")
+    device = new_key(w3, tester, f"{seed} device")
+    return device.address, contributor.address, register(w3, registry, device, contributor, relayer)
 
 
 def _gas(w3, tx_hash) -> int:
@@ -63,9 +96,9 @@ def _gas(w3, tx_hash) -> int:
     return receipt.gasUsed
 
 
-def measure_batch(w3, registry, contributor, validator, n: int, salt: str) -> dict:
+def measure_batch(w3, registry, device, validator, n: int, salt: str) -> dict:
     ds = digests(n, salt)
-    submit = _gas(w3, registry.functions.submitBatch(ds).transact({"from": contributor}))
+    submit = _gas(w3, registry.functions.submitBatch(ds).transact({"from": device}))
     batch_id = registry.functions.batchCount().call() - 1
     settle = _gas(
         w3,
@@ -76,15 +109,15 @@ def measure_batch(w3, registry, contributor, validator, n: int, salt: str) -> di
 
 def measure(sizes=SIZES) -> dict:
     w3, tester, accts = chain()
-    admin, validator = accts[0], accts[1]
-    registry, deployment = deploy(w3, "ClipRegistry", admin, validator, REWARD, MAX_REWARD)
-    warm = new_account(w3, tester, "warm-up")
+    admin, validator, relayer = accts[0], accts[1], accts[2]
+    registry, deployment = deploy_registry(w3, admin, validator)
+    warm, _, _ = new_device(w3, tester, registry, "warm-up", relayer)
     measure_batch(w3, registry, warm, validator, 1, "warm-up")  # batchCount and totalSupply now nonzero
-    out = {"deploy_registry_and_token": deployment.gasUsed, "batched": {}, "naive": {}}
+    out = {"deploy_registry_and_token": deployment.gasUsed, "register_device": 0, "batched": {}, "naive": {}}
     for n in sizes:
-        who = new_account(w3, tester, f"contributor {n}")
-        first = measure_batch(w3, registry, who, validator, n, f"{n} first ")
-        later = measure_batch(w3, registry, who, validator, n, f"{n} later ")
+        device, _, out["register_device"] = new_device(w3, tester, registry, f"{n}", relayer)
+        first = measure_batch(w3, registry, device, validator, n, f"{n} first ")
+        later = measure_batch(w3, registry, device, validator, n, f"{n} later ")
         out["batched"][n] = {"first_mint": first, "later_mint": later}
 
     naive, deployment = deploy(w3, "NaiveRegistry", validator, REWARD, MAX_REWARD)
@@ -108,6 +141,7 @@ def table(result: dict) -> str:
         )
     nv = result["naive"]
     rows.append(f"naive (1 tx per clip): first mint {nv['first_mint']:,d}  later mint {nv['later_mint']:,d} gas/clip")
+    rows.append(f"registering a device (once, relayed): {result['register_device']:,d} gas")
     return "\n".join(rows)
 
 

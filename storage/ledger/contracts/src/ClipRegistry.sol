@@ -2,57 +2,98 @@
 pragma solidity 0.8.37;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {KnackToken} from "./KnackToken.sol";
 
 /// @title ClipRegistry
-/// @notice Devices submit batches of clip CIDs (their 32-byte sha2-256 digests); the contract computes
-/// each batch's Merkle root from the calldata and keeps only the root, the contributor, the count and a
-/// settled flag (two storage slots). The digests themselves live in the BatchSubmitted event. A
-/// validator settles a batch once: a bitmap of accepted clips, one quality (basis points) per accepted
-/// clip and one reason code per rejected clip; the batch's reward is minted once to its contributor.
+/// @notice Devices registered to contributors submit batches of clip CIDs (their 32-byte sha2-256
+/// digests); the contract computes each batch's Merkle root from the calldata and keeps the root for
+/// good, and the device and the count until the batch is settled (two storage slots while pending, one
+/// after). The digests themselves live in the BatchSubmitted event. A validator settles a batch once: a
+/// bitmap of accepted clips, one quality (basis points) per accepted clip and one reason code per
+/// rejected clip; the batch's reward is minted once to the contributor the device is registered to, and
+/// rejections whose reason is in the strike mask count against the device, which is blocked from
+/// submitting when its strikes reach the limit.
 ///
-/// Merkle tree (mirrored by storage/contracts/merkle.py):
+/// A device is registered to a contributor when both sign the same EIP-712 `RegisterDevice` (domain
+/// "Knack", "1", this chain, this registry): the contributor's signature says whom to pay, the device's
+/// that nobody can claim another's device key. Anyone may relay the registration.
+///
+/// Merkle tree (mirrored by storage/ledger/contracts/merkle.py):
 ///   leaf_i  = keccak256(abi.encodePacked(uint256(i), digest_i))
 ///   parent  = keccak256 of the two children in ascending order (OpenZeppelin's commutative hash,
 ///             so MerkleProof.verify works)
 ///   an odd node at the end of a level is promoted unchanged to the next level.
-contract ClipRegistry is AccessControl {
+contract ClipRegistry is AccessControl, EIP712, Nonces {
     bytes32 public constant VALIDATOR_ROLE = keccak256("VALIDATOR_ROLE");
+    bytes32 public constant REGISTER_DEVICE_TYPEHASH =
+        keccak256("RegisterDevice(address device,address contributor,uint256 nonce,uint256 deadline)");
     /// @notice Most clips in one batch.
     uint256 public constant MAX_BATCH = 256;
     /// @notice Quality scale: 10000 basis points = full reward.
     uint256 public constant QUALITY_SCALE = 10_000;
 
+    /// @notice A device's status (bits 160..161 of its record).
+    uint8 public constant STATUS_NONE = 0;
+    uint8 public constant STATUS_ACTIVE = 1;
+    uint8 public constant STATUS_REVOKED = 2;
+
+    // A device's record, one slot: contributor (bits 0..159) | status (160..161) | blocked (162) |
+    // strikes (163..194, uint32) | strike window start (195..234, uint40 timestamp). Never deleted: a
+    // revoked key stays revoked, and its batches still pay its contributor.
+    uint256 private constant ADDRESS_MASK = 0x00ffffffffffffffffffffffffffffffffffffffff;
+    uint256 private constant STATUS_SHIFT = 160;
+    uint256 private constant BLOCKED = 1 << 162;
+    uint256 private constant STRIKES_SHIFT = 163;
+    uint256 private constant WINDOW_SHIFT = 195;
+    uint256 private constant STRIKES_AND_WINDOW = ((1 << 72) - 1) << STRIKES_SHIFT;
+
     /// @notice The reward token; this contract is its only minter.
     KnackToken public immutable token;
 
-    /// Two slots: root; then contributor (bits 0..159), count (160..191), settled (192).
+    /// Two slots: root, kept for good (verify); then device (bits 0..159) | count (160..191), deleted when
+    /// the batch is settled (what settling needs; afterwards the events say it). Settled = a root and no device.
     struct Batch {
         bytes32 root;
-        address contributor;
+        address device;
         uint32 count;
-        bool settled;
     }
 
     uint128 private _rewardPerClip;
     uint128 private _maxRewardPerClip;
     uint256 private _batchCount;
     mapping(uint256 batchId => Batch) private _batches;
+    mapping(address device => uint256 record) private _devices;
+    /// maxStrikes (bits 0..31) | window in seconds (32..71); then the mask: bit r = reason r strikes.
+    uint256 private _strikeRules;
+    uint256 private _strikeMask;
+    bytes32 private _policyDigest;
 
-    event BatchSubmitted(uint256 indexed batchId, address indexed contributor, bytes32 root, bytes32[] digests);
+    event BatchSubmitted(
+        uint256 indexed batchId, address indexed device, address indexed contributor, bytes32 root, bytes32[] digests
+    );
     event BatchSettled(
         uint256 indexed batchId,
         address indexed contributor,
-        address indexed validator,
-        uint256 accepted,
-        uint256 rejected,
+        address indexed device,
+        address validator,
         uint256 reward,
         uint256[] acceptedBitmap,
         bytes qualities,
         bytes rejectReasons
     );
     event RewardChanged(uint256 rewardPerClip, uint256 maxRewardPerClip);
+    event DeviceRegistered(address indexed device, address indexed contributor);
+    event DeviceRevoked(address indexed device, address indexed contributor);
+    /// `added` strikes for batch `batchId`, `strikes` in the device's current window.
+    event StrikesRecorded(address indexed device, uint256 indexed batchId, uint256 added, uint256 strikes);
+    event DeviceBlocked(address indexed device, address indexed contributor, uint256 strikes);
+    event StrikesCleared(address indexed device, address indexed by);
+    event StrikeRulesChanged(uint256 maxStrikes, uint256 window, uint256 reasonMask);
+    event PolicyChanged(bytes32 digest);
 
     error ZeroAdmin();
     error EmptyBatch();
@@ -71,20 +112,99 @@ contract ClipRegistry is AccessControl {
     error QualityTooHigh(uint256 position, uint256 quality);
     /// Reward amounts are kept in 128 bits.
     error RewardTooLarge();
+    /// A device or contributor of address zero.
+    error ZeroAddress();
+    /// The registration's deadline (a unix time) has passed.
+    error RegistrationExpired(uint256 deadline);
+    /// The contributor's signature is not theirs over this registration (or its nonce was used).
+    error BadContributorSignature(address contributor);
+    /// The device's signature is not its own over this registration.
+    error BadDeviceSignature(address device);
+    error DeviceAlreadyRegistered(address device, address contributor);
+    error UnregisteredDevice(address device);
+    error RevokedDevice(address device);
+    error BlockedDevice(address device);
+    /// Only the device's contributor may do this.
+    error NotContributor(address device, address caller);
 
-    constructor(address admin, address validator, uint256 rewardPerClip_, uint256 maxRewardPerClip_) {
+    constructor(
+        address admin,
+        address validator,
+        uint256 rewardPerClip_,
+        uint256 maxRewardPerClip_,
+        bytes32 policyDigest_,
+        uint32 maxStrikes,
+        uint40 strikeWindow,
+        uint256 strikeMask
+    ) EIP712("Knack", "1") {
         if (admin == address(0)) revert ZeroAdmin();
         token = new KnackToken(address(this));
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         if (validator != address(0)) _grantRole(VALIDATOR_ROLE, validator);
         _setReward(rewardPerClip_, maxRewardPerClip_);
+        _setPolicy(policyDigest_);
+        _setStrikeRules(maxStrikes, strikeWindow, strikeMask);
     }
 
     // ---------------------------------------------------------------- devices
 
-    /// @notice Submits a batch of 1..256 clip digests (sha2-256 of each clip's CID); anyone may.
+    /// @notice Registers `device` to `contributor`: both sign the EIP-712 struct
+    /// RegisterDevice(device, contributor, nonces(contributor), deadline) in this registry's domain.
+    /// Anyone may send it. A device key is registered once: a revoked key cannot come back.
+    function registerDevice(
+        address device,
+        address contributor,
+        uint256 deadline,
+        bytes calldata contributorSignature,
+        bytes calldata deviceSignature
+    ) external {
+        if (device == address(0) || contributor == address(0)) revert ZeroAddress();
+        if (block.timestamp > deadline) revert RegistrationExpired(deadline);
+        uint256 record = _devices[device];
+        if (record != 0) {
+            if (_status(record) == STATUS_REVOKED) revert RevokedDevice(device);
+            revert DeviceAlreadyRegistered(device, address(uint160(record)));
+        }
+        bytes32 digest = _hashTypedDataV4(
+            keccak256(abi.encode(REGISTER_DEVICE_TYPEHASH, device, contributor, _useNonce(contributor), deadline))
+        );
+        (address signer,,) = ECDSA.tryRecoverCalldata(digest, contributorSignature);
+        if (signer != contributor) revert BadContributorSignature(contributor);
+        (signer,,) = ECDSA.tryRecoverCalldata(digest, deviceSignature);
+        if (signer != device) revert BadDeviceSignature(device);
+        _devices[device] = uint256(uint160(contributor)) | (uint256(STATUS_ACTIVE) << STATUS_SHIFT);
+        emit DeviceRegistered(device, contributor);
+    }
+
+    /// @notice Revokes `device` for good: it can no longer submit, nor be registered again. Its
+    /// contributor only; batches it submitted before still settle and pay.
+    function revokeDevice(address device) external {
+        uint256 record = _devices[device];
+        if (record == 0) revert UnregisteredDevice(device);
+        if (address(uint160(record)) != msg.sender) revert NotContributor(device, msg.sender);
+        if (_status(record) == STATUS_REVOKED) revert RevokedDevice(device);
+        _devices[device] = (record & ~(uint256(3) << STATUS_SHIFT)) | (uint256(STATUS_REVOKED) << STATUS_SHIFT);
+        emit DeviceRevoked(device, address(uint160(record)));
+    }
+
+    /// @notice Resets `device`'s strikes and unblocks it. Its contributor or an admin.
+    function clearStrikes(address device) external {
+        uint256 record = _devices[device];
+        if (record == 0) revert UnregisteredDevice(device);
+        if (address(uint160(record)) != msg.sender && !hasRole(DEFAULT_ADMIN_ROLE, msg.sender)) {
+            revert NotContributor(device, msg.sender);
+        }
+        _devices[device] = record & ~(BLOCKED | STRIKES_AND_WINDOW);
+        emit StrikesCleared(device, msg.sender);
+    }
+
+    /// @notice Submits a batch of 1..256 clip digests (sha2-256 of each clip's CID). The sender is the
+    /// device: registered, not revoked, not blocked.
     /// @return batchId The new batch's id (0, 1, 2, ...).
     function submitBatch(bytes32[] calldata digests) external returns (uint256 batchId) {
+        uint256 record = _devices[msg.sender];
+        // status ACTIVE (1) and not blocked: bits 160..162 are exactly 001
+        if ((record >> STATUS_SHIFT) & 7 != STATUS_ACTIVE) _refuseDevice(msg.sender, record);
         uint256 n = digests.length;
         if (n == 0) revert EmptyBatch();
         if (n > MAX_BATCH) revert BatchTooLarge(n, MAX_BATCH);
@@ -102,13 +222,13 @@ contract ClipRegistry is AccessControl {
         bytes32 root = _merkleRoot(digests, m + 0x60);
         assembly ("memory-safe") {
             sstore(b.slot, root)
-            // contributor | count << 160 (settled = 0): the packed slot in one store
+            // device | count << 160: the packed slot in one store
             sstore(add(b.slot, 1), or(caller(), shl(160, n)))
             mstore(m, root)
             mstore(add(m, 0x20), 0x40)
             mstore(add(m, 0x40), n)
             calldatacopy(add(m, 0x60), digests.offset, shl(5, n))
-            log3(m, add(0x60, shl(5, n)), topic, batchId, caller())
+            log4(m, add(0x60, shl(5, n)), topic, batchId, caller(), and(record, ADDRESS_MASK))
         }
     }
 
@@ -116,9 +236,10 @@ contract ClipRegistry is AccessControl {
 
     /// @notice Settles a submitted batch once: bit i of `acceptedBitmap` (word i / 256, bit i % 256)
     /// set = clip i accepted; `qualities` = one big-endian uint16 (0..10000 basis points) per accepted
-    /// clip in index order; `rejectReasons` = one uint8 per rejected clip in index order (only emitted).
+    /// clip in index order; `rejectReasons` = one uint8 per rejected clip in index order.
     /// Each accepted clip earns min(rewardPerClip * quality / 10000, maxRewardPerClip); the sum is
-    /// minted once to the batch's contributor.
+    /// minted once to the contributor of the batch's device. Each rejected clip whose reason r has bit r
+    /// set in the strike mask is a strike against the device.
     /// @return reward The amount minted.
     function settleBatch(
         uint256 batchId,
@@ -131,23 +252,25 @@ contract ClipRegistry is AccessControl {
         assembly ("memory-safe") {
             packed := sload(add(b.slot, 1))
         }
-        if (packed == 0) revert UnknownBatch(batchId); // the contributor is never address(0)
-        if ((packed >> 192) & 1 != 0) revert AlreadySettled(batchId);
+        if (packed == 0) _refuseBatch(batchId, b); // the device is never address(0)
         (uint256 accepted, uint256 rejected) = _count(acceptedBitmap, uint32(packed >> 160));
         if (qualities.length != accepted * 2) revert QualitiesLength(accepted * 2, qualities.length);
         if (rejectReasons.length != rejected) revert RejectReasonsLength(rejected, rejectReasons.length);
         reward = _reward(qualities);
         assembly ("memory-safe") {
-            sstore(add(b.slot, 1), or(packed, shl(192, 1)))
+            sstore(add(b.slot, 1), 0) // settled; deleting the slot is refunded more than the store costs
         }
-        _emitSettled(batchId, packed, accepted, rejected, reward, acceptedBitmap, qualities, rejectReasons);
+        address device = address(uint160(packed));
+        uint256 record = _devices[device];
+        if (rejected != 0) _strike(batchId, device, record, rejectReasons);
+        _emitSettled(batchId, record, packed, reward, acceptedBitmap, qualities, rejectReasons);
         if (reward != 0) {
             address t = address(token);
             assembly ("memory-safe") {
                 // token.mint(contributor, reward); the token is ours, so its code is there
                 let m := mload(0x40)
                 mstore(m, 0x40c10f1900000000000000000000000000000000000000000000000000000000)
-                mstore(add(m, 0x04), and(packed, 0xffffffffffffffffffffffffffffffffffffffff))
+                mstore(add(m, 0x04), and(record, ADDRESS_MASK))
                 mstore(add(m, 0x24), reward)
                 if iszero(call(gas(), t, 0, m, 0x44, 0, 0)) {
                     returndatacopy(m, 0, returndatasize())
@@ -164,20 +287,49 @@ contract ClipRegistry is AccessControl {
         _setReward(rewardPerClip_, maxRewardPerClip_);
     }
 
+    /// @notice Sets the network's policy digest (the labeler model and policy validators must run). Admin only.
+    function setPolicy(bytes32 digest) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setPolicy(digest);
+    }
+
+    /// @notice A device is blocked when its strikes within one window of `window` seconds reach
+    /// `maxStrikes` (0: never); a rejection with reason r is a strike when bit r of `reasonMask` is set.
+    /// Admin only.
+    function setStrikeRules(uint32 maxStrikes, uint40 window, uint256 reasonMask)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        _setStrikeRules(maxStrikes, window, reasonMask);
+    }
+
     // ---------------------------------------------------------------- views
 
     function batchCount() external view returns (uint256) {
         return _batchCount;
     }
 
-    /// @notice A batch's record; all zero (contributor == address(0)) for an id never submitted.
-    function batch(uint256 batchId)
+    /// @notice A batch's record: device and count while it is pending (zero once settled: see its events);
+    /// all zero for an id never submitted.
+    function batch(uint256 batchId) external view returns (bytes32 root, address device, uint32 count, bool settled) {
+        Batch storage b = _batches[batchId];
+        (root, device, count) = (b.root, b.device, b.count);
+        settled = root != 0 && device == address(0);
+    }
+
+    /// @notice A device's record; status STATUS_NONE (and the rest zero) for a key never registered.
+    function deviceRecord(address device)
         external
         view
-        returns (bytes32 root, address contributor, uint32 count, bool settled)
+        returns (address contributor, uint8 status, bool blocked, uint32 strikes, uint40 windowStart)
     {
-        Batch storage b = _batches[batchId];
-        return (b.root, b.contributor, b.count, b.settled);
+        uint256 record = _devices[device];
+        return (
+            address(uint160(record)),
+            _status(record),
+            record & BLOCKED != 0,
+            uint32(record >> STRIKES_SHIFT),
+            uint40(record >> WINDOW_SHIFT)
+        );
     }
 
     function rewardPerClip() external view returns (uint256) {
@@ -188,15 +340,36 @@ contract ClipRegistry is AccessControl {
         return _maxRewardPerClip;
     }
 
+    /// @notice The digest of the labeler model and policy that validators run for this network.
+    function policyDigest() external view returns (bytes32) {
+        return _policyDigest;
+    }
+
+    function strikeRules() external view returns (uint32 maxStrikes, uint40 window, uint256 reasonMask) {
+        uint256 rules = _strikeRules;
+        return (uint32(rules), uint40(rules >> 32), _strikeMask);
+    }
+
+    /// @notice The EIP-712 domain separator ("Knack", "1", this chain, this registry).
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
     /// @notice True when `digest` is clip number `index` of batch `batchId`, by `proof`.
+    /// The index bound is what keeps an inner node from passing as a leaf (its first half as `index`):
+    /// the batch's count while it is pending, MAX_BATCH once settled (an inner node's first 32 bytes are a
+    /// hash, below 256 with odds of 2**-248).
     function verify(uint256 batchId, uint256 index, bytes32 digest, bytes32[] calldata proof)
         external
         view
         returns (bool)
     {
         Batch storage b = _batches[batchId];
-        if (index >= b.count) return false;
-        return MerkleProof.verifyCalldata(proof, b.root, leafHash(index, digest));
+        bytes32 root = b.root;
+        if (root == 0) return false;
+        uint256 count = b.count;
+        if (index >= (count == 0 ? MAX_BATCH : count)) return false;
+        return MerkleProof.verifyCalldata(proof, root, leafHash(index, digest));
     }
 
     /// @notice The leaf of clip `index` with `digest`: keccak256(abi.encodePacked(index, digest)).
@@ -227,6 +400,66 @@ contract ClipRegistry is AccessControl {
         _rewardPerClip = uint128(rewardPerClip_);
         _maxRewardPerClip = uint128(maxRewardPerClip_);
         emit RewardChanged(rewardPerClip_, maxRewardPerClip_);
+    }
+
+    function _setPolicy(bytes32 digest) private {
+        _policyDigest = digest;
+        emit PolicyChanged(digest);
+    }
+
+    function _setStrikeRules(uint32 maxStrikes, uint40 window, uint256 reasonMask) private {
+        _strikeRules = uint256(maxStrikes) | (uint256(window) << 32);
+        _strikeMask = reasonMask;
+        emit StrikeRulesChanged(maxStrikes, window, reasonMask);
+    }
+
+    function _status(uint256 record) private pure returns (uint8) {
+        return uint8((record >> STATUS_SHIFT) & 3);
+    }
+
+    /// Reverts with why batch `batchId` (no device in its record) cannot be settled.
+    function _refuseBatch(uint256 batchId, Batch storage b) private view {
+        if (b.root == 0) revert UnknownBatch(batchId);
+        revert AlreadySettled(batchId);
+    }
+
+    /// Reverts with why `device` (whose record is not active-and-unblocked) may not submit.
+    function _refuseDevice(address device, uint256 record) private pure {
+        uint8 status = _status(record);
+        if (status == STATUS_NONE) revert UnregisteredDevice(device);
+        if (status == STATUS_REVOKED) revert RevokedDevice(device);
+        revert BlockedDevice(device);
+    }
+
+    /// Counts the rejections whose reason is in the strike mask against `device` (record `record`):
+    /// strikes accumulate within a window that starts at the first strike after the last one ended,
+    /// and the device is blocked when they reach maxStrikes. Writes the record only when they change.
+    function _strike(uint256 batchId, address device, uint256 record, bytes calldata rejectReasons) private {
+        uint256 mask = _strikeMask;
+        if (mask == 0) return;
+        uint256 added;
+        assembly ("memory-safe") {
+            let off := rejectReasons.offset
+            for { let i := 0 } lt(i, rejectReasons.length) { i := add(i, 1) } {
+                added := add(added, and(shr(byte(0, calldataload(add(off, i))), mask), 1))
+            }
+        }
+        if (added == 0) return;
+        uint256 rules = _strikeRules;
+        uint256 start = uint40(record >> WINDOW_SHIFT);
+        uint256 strikes = uint32(record >> STRIKES_SHIFT);
+        if (block.timestamp >= start + uint40(rules >> 32)) {
+            (strikes, start) = (0, block.timestamp);
+        }
+        strikes += added;
+        if (strikes > type(uint32).max) strikes = type(uint32).max;
+        uint256 maxStrikes = uint32(rules);
+        bool blocks = maxStrikes != 0 && strikes >= maxStrikes && record & BLOCKED == 0;
+        record = (record & ~STRIKES_AND_WINDOW) | (strikes << STRIKES_SHIFT) | (start << WINDOW_SHIFT);
+        if (blocks) record |= BLOCKED;
+        _devices[device] = record;
+        emit StrikesRecorded(device, batchId, added, strikes);
+        if (blocks) emit DeviceBlocked(device, address(uint160(record)), strikes);
     }
 
     /// Root of the 1..256 `digests`, using memory from `buf` (n/16 + 16 words, not allocated: whatever
@@ -495,9 +728,8 @@ contract ClipRegistry is AccessControl {
     /// BatchSettled, ABI-encoded by hand (the generic encoder costs more than the log itself here).
     function _emitSettled(
         uint256 batchId,
+        uint256 record,
         uint256 packed,
-        uint256 accepted,
-        uint256 rejected,
         uint256 reward,
         uint256[] calldata acceptedBitmap,
         bytes calldata qualities,
@@ -506,18 +738,17 @@ contract ClipRegistry is AccessControl {
         bytes32 topic = BatchSettled.selector;
         assembly ("memory-safe") {
             let m := mload(0x40)
-            mstore(m, accepted)
-            mstore(add(m, 0x20), rejected)
-            mstore(add(m, 0x40), reward)
+            mstore(m, caller())
+            mstore(add(m, 0x20), reward)
             // bitmap
-            let p := add(m, 0xc0)
-            mstore(add(m, 0x60), 0xc0)
+            let p := add(m, 0xa0)
+            mstore(add(m, 0x40), 0xa0)
             let words := acceptedBitmap.length
             mstore(p, words)
             calldatacopy(add(p, 0x20), acceptedBitmap.offset, shl(5, words))
             p := add(p, add(0x20, shl(5, words)))
             // qualities, zero-padded to whole words
-            mstore(add(m, 0x80), sub(p, m))
+            mstore(add(m, 0x60), sub(p, m))
             let len := qualities.length
             mstore(p, len)
             let padded := and(add(len, 31), not(31))
@@ -525,14 +756,14 @@ contract ClipRegistry is AccessControl {
             calldatacopy(add(p, 0x20), qualities.offset, len)
             p := add(p, add(0x20, padded))
             // reject reasons, likewise
-            mstore(add(m, 0xa0), sub(p, m))
+            mstore(add(m, 0x80), sub(p, m))
             len := rejectReasons.length
             mstore(p, len)
             padded := and(add(len, 31), not(31))
             mstore(add(add(p, 0x20), sub(padded, 0x20)), 0)
             calldatacopy(add(p, 0x20), rejectReasons.offset, len)
             p := add(p, add(0x20, padded))
-            log4(m, sub(p, m), topic, batchId, and(packed, 0xffffffffffffffffffffffffffffffffffffffff), caller())
+            log4(m, sub(p, m), topic, batchId, and(record, ADDRESS_MASK), and(packed, ADDRESS_MASK))
         }
     }
 

@@ -284,6 +284,26 @@ def verify_bundle(directory: Path) -> Verification:
     return result
 
 
+def bind_to_network(directory: Path, key: DeviceKey) -> bool:
+    """Re-signs a clip's manifest for the network `key` is bound to, when it was signed for none or another
+    (labeled before the device knew its network); True when it rewrote it. Only a clip that verifies is
+    re-signed: the device never signs over files it did not record."""
+    if key.domain is None:
+        return False
+    manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    try:
+        domain = signature_domain(manifest.get("signature"))
+    except IdentityError:
+        domain = None
+    if domain is not None and domain.matches(key.domain):
+        return False
+    check = verify_bundle(directory)
+    if not check.ok:
+        raise BundleFormatError(f"clip {directory.name} does not verify, so it is not re-signed for the network: {'; '.join(check.problems)}")
+    write_manifest(directory, manifest, key)
+    return True
+
+
 def recover_partials(clips_dir: Path) -> list[str]:
     """Deals with what a crash left: a partial whose signed manifest verifies is sealed, anything else removed.
 

@@ -109,7 +109,7 @@ class DeviceSession:
         self.backlog: list[Path] = []  # earlier clips with no decision, queued for labeling at start
         self.outbox = wiring.open_outbox(config)
         self.store = wiring.open_store(config)
-        self.pinner = Pinner(self.outbox, self.store, on_pinned=self._pinned, remote=wiring.remote_pinning(config))
+        self.pinner = Pinner(self.outbox, self.store, on_pinned=self._pinned, remote=wiring.remote_pinning(config), prepare=self._bind_to_network)
         label = config.labeler.label_on_record if label is None else label
         self.labels = LabelWorker(config, key, on_labeled=self._labeled, on_failed=self._label_failed, history=history) if label else None
         self.recorder = Recorder(config, make_sources(config), key, on_clip=self._clip)
@@ -258,6 +258,12 @@ class DeviceSession:
         enqueue(self.outbox, result.path)
         self.pinner.wake()
         self.post(ev.ClipLabeled(result))
+
+    def _bind_to_network(self, clip: Path) -> bool:
+        """A clip labeled before this device knew its network is re-signed for it before it is pinned."""
+        from collector.bundle import bind_to_network
+
+        return bind_to_network(clip, self.key)
 
     def _label_failed(self, clip: Path, reason: str) -> None:
         self.post(ev.LabelFailed(clip.name, reason))

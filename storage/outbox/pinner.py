@@ -53,10 +53,12 @@ class PinResult:
     error: str = ""
 
 
-def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None, remote=None) -> list[PinResult]:
+def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None, remote=None, prepare=None) -> list[PinResult]:
     """Pins every accepted clip that is due (and, with `remote`, has a pinning service keep a copy).
     A store that is down stops the round (the rest would fail the same way) and schedules a retry; a
-    clip whose CID disagrees, or that a service refuses, stops until `knack retry`."""
+    clip whose CID disagrees, or that a service refuses, stops until `knack retry`. `prepare(path)`
+    runs first and says whether it rewrote the clip (its manifest re-signed for the network), so a CID
+    recorded by an earlier attempt no longer holds."""
     from storage.content.remote_pin import RemotePinError
 
     results = []
@@ -68,7 +70,8 @@ def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None, remot
             results.append(PinResult(entry.clip_id, entry.cid, error))
             continue
         try:
-            cid = store.add(path, Cid.parse(entry.cid) if entry.cid else None)
+            changed = prepare(path) if prepare is not None else False
+            cid = store.add(path, Cid.parse(entry.cid) if entry.cid and not changed else None)
             outbox.set_cid(entry.clip_id, str(cid))
             if remote is not None:
                 remote.pin(str(cid), entry.clip_id)
@@ -77,7 +80,7 @@ def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None, remot
             log.warning("clip %s not pinned, retry in %.0f s: %s", entry.clip_id, wait, exc)
             results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
             break
-        except (CidMismatch, RemotePinError) as exc:
+        except (CidMismatch, RemotePinError, ValueError) as exc:  # ValueError: a clip that no longer verifies
             outbox.failed(entry.clip_id, str(exc), retry=False)
             log.error("clip %s not pinned: %s", entry.clip_id, exc)
             results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
@@ -97,11 +100,11 @@ class Pinner(Rounds):
 
     name = "knack-pinner"
 
-    def __init__(self, outbox: Outbox, store: ContentStore, interval: float = 5.0, on_pinned=None, remote=None):
+    def __init__(self, outbox: Outbox, store: ContentStore, interval: float = 5.0, on_pinned=None, remote=None, prepare=None):
         super().__init__(interval)
-        self.outbox, self.store, self.on_pinned, self.remote = outbox, store, on_pinned, remote
+        self.outbox, self.store, self.on_pinned, self.remote, self.prepare = outbox, store, on_pinned, remote, prepare
 
     def round(self) -> None:
-        for result in pin_due(self.outbox, self.store, remote=self.remote):
+        for result in pin_due(self.outbox, self.store, remote=self.remote, prepare=self.prepare):
             if self.on_pinned:
                 self.on_pinned(result)

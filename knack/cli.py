@@ -20,6 +20,22 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0 to 65535; 0: none)")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knack", description="Record, label and contribute recordings of skilled hands at work.")
     parser.add_argument("--config", help="path to knack.toml (default: $KNACK_CONFIG, then the user config directory)")
@@ -105,12 +121,44 @@ def build_parser() -> argparse.ArgumentParser:
     c = chainsub.add_parser("deploy", help="deploy ClipRegistry and KnackToken; addresses go into the data directory")
     c.set_defaults(func="knack.commands:cmd_chain_deploy")
 
+    c = chainsub.add_parser("policy", help="the network's model and policy digest (validators must run it) beside this configuration's")
+    c.add_argument("--set", action="store_true", help="make this configuration's digest the network's (admin key)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func="knack.network:cmd_chain_policy")
+
+    p = sub.add_parser("device", help="this device on chain: register it to a contributor, show, revoke, clear strikes")
+    devsub = p.add_subparsers(dest="what", required=True)
+    keystore_help = "the contributor's keystore (default: $KNACK_CONTRIBUTOR_KEY, else contributor-key.json in the data directory)"
+    d = devsub.add_parser("register", help="register this device's key to a contributor (both sign; the device relays)")
+    d.add_argument("--contributor-keystore", help=keystore_help)
+    d.set_defaults(func="knack.network:cmd_device_register")
+    d = devsub.add_parser("show", help="a device's contributor, status and strikes")
+    d.add_argument("device", nargs="?", help="a device address (default: this device)")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func="knack.network:cmd_device_show")
+    d = devsub.add_parser("revoke", help="revoke a device for good (the contributor's key)")
+    d.add_argument("device", nargs="?", help="a device address (default: this device)")
+    d.add_argument("--contributor-keystore", help=keystore_help)
+    d.set_defaults(func="knack.network:cmd_device_revoke")
+    d = devsub.add_parser("clear-strikes", help="unblock a device that collected strikes (the contributor's key)")
+    d.add_argument("device", nargs="?", help="a device address (default: this device)")
+    d.add_argument("--contributor-keystore", help=keystore_help)
+    d.set_defaults(func="knack.network:cmd_device_clear")
+
     p = sub.add_parser("submit", help="submit pinned clips to the registry in batches, and read settlements back")
     p.set_defaults(func="knack.commands:cmd_submit")
 
     p = sub.add_parser("validate", help="check submitted clips by CID and settle their batches on chain (validator role)")
-    p.add_argument("--watch", action="store_true", help="keep watching for new batches")
-    p.add_argument("--interval", type=float, default=10.0)
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="run as a service: a round every --interval until SIGTERM, JSON-line logs, /healthz and /metrics (as `knack robot`)",
+    )
+    p.add_argument("--interval", type=_positive, default=10.0, help="with --watch: seconds between the starts of two rounds (default 10)")
+    p.add_argument("--health-host", default="127.0.0.1", help="with --watch: where /healthz and /metrics listen (default 127.0.0.1)")
+    p.add_argument("--health-port", type=_port, default=9478, help="with --watch: their port (default 9478; 0: none)")
+    p.add_argument("--log-format", choices=["json", "text"], default="json", help="with --watch: JSON lines on stdout (default) or text on stderr")
+    p.add_argument("--grace", type=_positive, default=30.0, help="with --watch: seconds a round in flight may finish after SIGTERM (default 30)")
     p.set_defaults(func="knack.commands:cmd_validate")
 
     p = sub.add_parser("rewards", help="a contributor's token balance, accepted/pending/rejected clips and reward events")

@@ -79,7 +79,10 @@ def cmd_verify(args) -> int:
     for clip in args.clip_dir:
         result = verify_bundle(Path(clip))
         if result.ok:
-            print(f"OK      {clip}  (every file matches; signed by device {result.signer})")
+            bound = (
+                f"for chain {result.network.chain_id}, registry {result.network.registry}" if result.network else "for no network yet (validators refuse it)"
+            )
+            print(f"OK      {clip}  (every file matches; signed by device {result.signer} {bound})")
         else:
             failed += 1
             print(f"FAILED  {clip}")
@@ -279,11 +282,14 @@ def cmd_export_car(args) -> int:
 def cmd_chain_deploy(args) -> int:
     config = _load(args)
     ledger = wiring.open_ledger(config)
+    from collector.labeling.network import network_digest
+
     admin = validator_key(config)
-    deployment = ledger.deploy(admin, admin.address)
+    deployment = ledger.deploy(admin, admin.address, policy=network_digest(config))
     print(
         f"Deployed on {ledger_name(config)} (chain id {deployment.chain_id}): ClipRegistry {deployment.registry}, KnackToken {deployment.token}; admin and validator {admin.address}"
     )
+    print("Validators must run this configuration's models and policy (`knack chain policy`); devices join with `knack device register`.")
     return 0
 
 
@@ -320,15 +326,52 @@ def verdict_lines(batch_id: int, verdicts) -> list[str]:
 
 
 def cmd_validate(args) -> int:
+    if args.watch:
+        return _validate_service(args)
     config = _load(args)
     ledger = _deployed_ledger(config)
     validator = wiring.open_validator(config, ledger, wiring.open_store(config), validator_key(config))
-    while True:
-        for batch_id, verdicts in validator.run_once().items():
-            print("\n".join(verdict_lines(batch_id, verdicts)))
-        if not args.watch:
-            return 0
-        time.sleep(args.interval)
+    for batch_id, verdicts in validator.run_once().items():
+        print("\n".join(verdict_lines(batch_id, verdicts)))
+    return 0
+
+
+def _validate_service(args) -> int:
+    """`knack validate --watch`: nothing printed but log lines (JSON on stdout unless --log-format text); the key
+    comes from KNACK_VALIDATOR_KEY or the validator keystore's password in the environment (a service has no
+    terminal to ask at)."""
+    import logging
+
+    from knack.logs import LastProblem, event, install
+    from knack.validate import ValidatorParts, ValidatorService
+
+    if args.log_format == "json":
+        problems = install(logging.DEBUG if args.verbose else logging.INFO)
+    else:
+        problems = LastProblem()
+        logging.getLogger().addHandler(problems)
+    log = logging.getLogger("knack.validate")
+    config = _load(args)
+    key = validator_key(config, lambda text: event(log, "key.created", "%s", text))
+    parts = ValidatorParts(config, key)
+    service = ValidatorService(
+        parts.open,
+        interval=args.interval,
+        address=key.address,
+        where=ledger_name(config),
+        health_host=args.health_host,
+        health_port=args.health_port,
+        grace_s=args.grace,
+        close=parts.close,
+        problems=problems,
+    )
+    code = service.run()
+    if not service.finished:
+        # The grace period ran out mid-round: end now rather than let the interpreter tear down around a
+        # model mid-inference. Nothing is settled until its transaction is mined; the next start settles it.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def cmd_rewards(args) -> int:
@@ -340,7 +383,11 @@ def cmd_rewards(args) -> int:
         raise ConfigError(
             f"nothing is deployed on {ledger_name(config)} in {config.data_path} yet: no rewards to show (run `knack demo`, or `knack chain deploy` for a real chain)"
         )
-    view = rewards_view(ledger, wiring.contributor_address(config, args.address))
+    address = wiring.contributor_address(config, args.address)
+    if not args.address and not config.identity.contributor:  # this device: show the contributor it pays
+        record = ledger.device(address)
+        address = record.contributor if record is not None else address
+    view = rewards_view(ledger, address)
     if args.json:
         print(json.dumps(view, indent=2))
         return 0
@@ -349,6 +396,12 @@ def cmd_rewards(args) -> int:
     print(f"  clips     {view['accepted']} accepted, {view['pending']} pending, {view['rejected']} rejected")
     for reason, count in view["rejected_reasons"].items():
         print(f"            {count} x {reason}")
+    for device in view.get("devices", []):
+        state = "BLOCKED" if device["blocked"] else device["status"]
+        print(
+            f"  device {device['device']}  {state}, {device['strikes']} strike(s): {device['accepted']} accepted, {device['rejected']} rejected,"
+            f" {device['pending']} pending, +{device['reward_tokens']} KNACK"
+        )
     for event in view["events"][-10:]:
         print(
             f"  block {event['block']:>6}  batch {event['batch']:>4}  {event['accepted']} accepted  {event['rejected']} rejected  +{event['reward_tokens']} KNACK"

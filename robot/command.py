@@ -7,7 +7,7 @@ import logging
 import os
 
 from collector.config import ConfigError, load
-from robot.logs import event, install
+from knack.logs import event, install
 
 log = logging.getLogger("knack.robot")
 

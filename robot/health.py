@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from knack.endpoint import Health
+
 
 @dataclass(frozen=True)
 class StreamHealth:
@@ -14,19 +16,6 @@ class StreamHealth:
     kind: str
     state: str  # starting | recording | waiting: <why> | ended | stopped | failed: <why>
     last_error: str = ""
-
-
-@dataclass(frozen=True)
-class Health:
-    status: str  # "ok" | "degraded"
-    reasons: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def as_dict(self) -> dict:
-        return {"status": self.status, "reasons": list(self.reasons)}
 
 
 def assess(
@@ -64,4 +53,4 @@ def assess(
         reasons.append(f"content store: {store_problem} (clips wait in the outbox)")
     if label_problem:
         reasons.append(f"labeler: {label_problem}")
-    return Health("degraded" if reasons else "ok", tuple(reasons))
+    return Health.of(reasons)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import threading
 import time
@@ -19,10 +18,11 @@ from collections.abc import Callable
 
 from collector.config import Config, ConfigError
 from knack import events as ev
+from knack.logs import LastProblem, event
 from knack.session import DeviceSession
+from knack.signals import StopSignals
 from robot import disk
 from robot.health import Health, StreamHealth, assess
-from robot.logs import LastProblem, event
 from robot.metrics import Snapshot, StreamSnapshot, registry_for
 
 log = logging.getLogger("knack.robot")
@@ -36,33 +36,18 @@ RECENT_S = 120.0
 SERVICE_ONLY = ("robot", "source")
 
 
-class Signals:
-    """SIGTERM/SIGINT: stop gracefully; the same again while stopping: exit at once. SIGHUP: reload.
-
-    The handlers only set flags (and, for the second stop, end the process): everything else happens on
-    the main loop, outside the handler."""
+class Signals(StopSignals):
+    """knack.signals' graceful stop (the second SIGTERM/SIGINT exits at once), and SIGHUP: reload."""
 
     def __init__(self) -> None:
-        self.stop = threading.Event()
+        # Safe to end at the second signal: clips are written under a temporary name and renamed when whole,
+        # and every outbox step is one SQLite transaction; the next start salvages a half-written clip.
+        super().__init__("knack.robot", "robot.killed", "the next start recovers the open clip")
         self.reload = threading.Event()
-        self.signal_name = ""
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_stop)
+        super().install()
         signal.signal(signal.SIGHUP, self._on_reload)
-
-    def _on_stop(self, signum, frame) -> None:
-        if self.stop.is_set():
-            # Safe to end here: clips are written under a temporary name and renamed when whole, and every
-            # outbox step is one SQLite transaction; the next start salvages a half-written clip.
-            name = signal.Signals(signum).name
-            ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            line = f'{{"ts":"{ts}","level":"warning","logger":"knack.robot","event":"robot.killed","msg":"second {name}: exiting at once; the next start recovers the open clip"}}\n'
-            os.write(1, line.encode())
-            os._exit(128 + signum)
-        self.signal_name = signal.Signals(signum).name
-        self.stop.set()
 
     def _on_reload(self, signum, frame) -> None:
         self.reload.set()
@@ -179,7 +164,7 @@ class RobotService:
             event(log, "label.backlog", "%d earlier clip(s) not labeled yet: labeling them first", len(self.session.backlog), clips=len(self.session.backlog))
 
     def _start_server(self) -> None:
-        from robot.endpoint import HealthServer
+        from knack.endpoint import HealthServer
 
         robot = self.config.robot
         if not robot.health_port:
@@ -198,7 +183,7 @@ class RobotService:
             )
 
     def _health_url(self) -> str | None:
-        return f"http://{self.server.address[0]}:{self.server.address[1]}/healthz" if self.server else None
+        return self.server.url if self.server else None
 
     # --- what the main loop decides -------------------------------------------------------------
     def _check_disk(self) -> None:

@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import from_mapping
 from collector.sample import SAMPLE_VIDEO
+from knack.endpoint import HealthServer
+from knack.logs import JsonLines, install
 from robot import disk
-from robot.endpoint import HealthServer
 from robot.health import StreamHealth, assess
-from robot.logs import JsonLines, install
 from robot.metrics import Snapshot, StreamSnapshot, registry_for
 from storage.outbox.db import Entry
 

@@ -1,4 +1,5 @@
-"""Logs as JSON lines on stdout: one event per line, which journald stores as is and `jq` reads back.
+"""Logs of the services (`knack robot`, `knack validate --watch`) as JSON lines on stdout: one event per line,
+which journald stores as is and `jq` reads back.
 
 Every record carries a UTC time, its level, the logger and the message; an `event` name and any fields
 passed as `extra={"fields": {...}}` go in as keys of their own, for a log pipeline to filter on. Nothing

@@ -1,4 +1,6 @@
-"""/healthz and /metrics over HTTP on a loopback port, served from a thread of their own."""
+"""/healthz and /metrics over HTTP on a loopback port, served from a thread of their own: the endpoint of every
+long-running service (`knack robot`, `knack validate --watch`). Each service judges its own health; this
+module only says what the answer looks like and serves it."""
 
 from __future__ import annotations
 
@@ -6,11 +8,32 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-log = logging.getLogger("knack.robot")
+log = logging.getLogger("knack.http")
+
+
+@dataclass(frozen=True)
+class Health:
+    """ok, or degraded with one sentence per reason (what and why); the service keeps running either way."""
+
+    status: str  # "ok" | "degraded"
+    reasons: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, reasons) -> Health:
+        reasons = tuple(reasons)
+        return cls("degraded" if reasons else "ok", reasons)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "reasons": list(self.reasons)}
 
 
 class HealthServer:
@@ -51,6 +74,10 @@ class HealthServer:
         self._server.daemon_threads = True
         self.address = self._server.server_address[:2]
         self._thread = threading.Thread(target=self._server.serve_forever, name="knack-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address[0]}:{self.address[1]}/healthz"
 
     def start(self) -> HealthServer:
         self._thread.start()

@@ -111,7 +111,10 @@ def parse_manifest(data: bytes) -> dict:
 
 
 def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number a float holds: 10**400 parses as a Python int but is no quality score."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) if isinstance(value, float) else abs(value) <= 2**53
 
 
 def manifest_problems(manifest) -> list[str]:

@@ -95,8 +95,14 @@ class DeviceSession:
         self._ledger = None
         self._validator = None  # opened once: it keeps a cache of the content the chain paid for
         self._ledger_lock = threading.RLock()  # one caller at a time on the ledger client
-        if key.domain is None and validator_key is not None and not config.storage.chain_rpc:
-            key = key.bind(self.ledger().domain())  # the embedded chain deploys itself: its network is known
+        if validator_key is not None and not config.storage.chain_rpc:
+            # A bench or demo acting as its own network: the embedded chain deploys itself, so its network is
+            # known, and a device nobody registered joins as its own contributor (`knack demo` registers it
+            # to a contributor key first).
+            ledger = self.ledger()
+            key = key.bind(ledger.domain())
+            if ledger.device(key.address) is None:
+                ledger.register_device(key, device=key, contributor=key)
         if key.domain is None:
             log.warning("this device does not know its network yet: its clips are signed for no chain, and validators reject them until relabeled")
         self.key = key

@@ -49,24 +49,33 @@ def anvil():
 
 @pytest.mark.skipif(not (ARTIFACTS / "ClipRegistry.json").exists(), reason="the contract artifacts are not built yet")
 def test_submit_validate_settle_on_a_real_json_rpc_node(anvil, tmp_path, make_clip, device_key):
+    from collector.bundle import bind_to_network
+    from collector.config import Config
     from collector.identity import load_or_create
+    from collector.labeling.network import network_digest
+    from tests.fakes import ClaimedLabeler
 
     validator, _ = load_or_create(tmp_path / "validator.json", "v", kdf="pbkdf2", iterations=1000)
     data = tmp_path / "data"
+    config = Config(data_dir=str(data))
+    chain = open_ledger(anvil, data)
+    # A dev node's unlocked accounts pay the gas here; on a real network the operator funds these accounts.
+    contributor, _ = load_or_create(tmp_path / "contributor.json", "c", kdf="pbkdf2", iterations=1000)
+    for address in (device_key.address, validator.address):
+        chain.w3.eth.send_transaction({"from": chain.w3.eth.accounts[0], "to": address, "value": 10**18})
+    chain.deploy(validator, validator.address, policy=network_digest(config))
+    chain.register_device(validator, device=device_key, contributor=contributor)
     clips = [make_clip(noise_frames(5, seed), decision=ACCEPTED, quality={"score": 0.9}) for seed in range(2)]
+    for clip in clips:
+        bind_to_network(clip, device_key.bind(chain.domain()))  # EIP-712 for anvil's chain id and this registry
     outbox = Outbox(data / "outbox.sqlite")
     enqueue_all(outbox, clips)
     store = EmbeddedStore(data / "blocks.sqlite")
     pin_due(outbox, store)
-    chain = open_ledger(anvil, data)
-    # A dev node's unlocked accounts pay the gas here; on a real network the operator funds these accounts.
-    for address in (device_key.address, validator.address):
-        chain.w3.eth.send_transaction({"from": chain.w3.eth.accounts[0], "to": address, "value": 10**18})
-    chain.deploy(validator, validator.address)
     [submitted] = submit_due(outbox, chain, device_key)
     assert not submitted.error
-    verdicts = Validator(chain, store, validator, data / "validator.sqlite").run_once()[submitted.batch_id]
+    verdicts = Validator(chain, store, validator, data / "validator.sqlite", config, labeler=ClaimedLabeler()).run_once()[submitted.batch_id]
     assert all(v.accepted for v in verdicts)
     assert sync_settlements(outbox, chain) == 2
-    view = rewards_view(chain, device_key.address)
+    view = rewards_view(chain, contributor.address)
     assert view["accepted"] == 2 and int(view["balance"]) == 2 * 9000 * 10**18 // 10000

@@ -196,8 +196,8 @@ class Validator:
         if not decision or not decision["accepted"]:
             raise _Reject(Reason.DEVICE_REJECTED, str((decision or {}).get("summary", "the manifest has no decision"))[:300])
         # 5. Content paid before: the same files, or the same footage or sensor log changed a little.
-        for name, entry in sorted(listed.items()):
-            if name == MANIFEST or not (is_video(name) or name == SENSORS):
+        for name, entry in sorted(listed.items(), key=lambda item: (not is_video(item[0]), item[0])):  # videos first
+            if not (is_video(name) or name == SENSORS):
                 continue
             earlier = self.memory.files.get(entry["sha256"]) or seen.files.get(entry["sha256"])
             if earlier:
@@ -206,11 +206,11 @@ class Validator:
         for vp in content.video_prints:
             match = self.memory.index.match_video(vp) or seen.index.match_video(vp)
             if match is not None:
-                raise _Reject(Reason.NEAR_DUPLICATE_VIDEO, f"the video matches clip {match.key} (similarity {match.score:.2f})")
+                raise _Reject(Reason.NEAR_DUPLICATE_VIDEO, f"the video matches clip {match.key} (similarity {match.similarity:.2f})")
         if content.sensor_print is not None:
             match = self.memory.index.match_sensors(content.sensor_print) or seen.index.match_sensors(content.sensor_print)
             if match is not None:
-                raise _Reject(Reason.NEAR_DUPLICATE_SENSORS, f"the sensor log matches clip {match.key} (similarity {match.score:.2f})")
+                raise _Reject(Reason.NEAR_DUPLICATE_SENSORS, f"the sensor log matches clip {match.key} (similarity {match.similarity:.2f})")
         # 6. The verdict, re-derived from the pixels with the network's labeler and policy.
         try:
             own = self.labeler.assess(scratch, manifest, max_seconds=self.config.validator.max_clip_seconds)
@@ -250,7 +250,7 @@ class Validator:
             if v.accepted:
                 self.memory.add(v.cid, batch.batch_id, device, seen.content.get(v.cid))
             else:
-                log.info("batch %d: rejected %s: %s %s", batch.batch_id, v.cid, v.reason.text, v.detail)
+                log.debug("batch %d: rejected %s: %s %s", batch.batch_id, v.cid, v.reason.text, v.detail)
         return verdicts
 
     def run_once(self) -> dict[int, list[Verdict]]:

@@ -174,9 +174,12 @@ def ensure_deployed(ledger, deployer=None, config: Config | None = None):
     network's (`network_digest`); a real chain needs `knack chain deploy`."""
     if deployer is not None and ledger.deployment is None and ledger.embedded:
         from collector.labeling.network import network_digest
+        from storage.ledger.base import StrikeRules
 
         admin = deployer() if callable(deployer) else deployer
-        ledger.deploy(admin, admin.address, policy=network_digest(config or Config()))
+        # A bench's own network: strikes are counted but never block (a looping sample is all near duplicates,
+        # and a bench has no one to clear them); `knack chain deploy` gives a real network the default rules.
+        ledger.deploy(admin, admin.address, policy=network_digest(config or Config()), strikes=StrikeRules(max_strikes=0))
     return ledger
 
 

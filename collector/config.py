@@ -423,13 +423,13 @@ def _convert(cls, data: Mapping[str, Any], key: str):
 
 
 _SECTIONS = {
-    "validator": ValidatorConfig,
     "recorder": RecorderConfig,
     "identity": IdentityConfig,
     "storage": StorageConfig,
     "labeler": LabelerConfig,
     "policy": PolicyConfig,
     "robot": RobotConfig,
+    "validator": ValidatorConfig,
 }
 
 # [[name]] arrays of tables, one per stream.

@@ -29,8 +29,8 @@ class Content:
 
     videos: tuple[str, ...] = ()  # sha256 of each video file
     sensors: str = ""  # sha256 of sensors.parquet
-    video_prints: tuple = ()  # collector.fingerprint.VideoPrint, one per video
-    sensor_print: object = None  # collector.fingerprint.SensorPrint
+    video_prints: tuple = ()  # collector.fingerprint.VideoPrint, one per video (computed from the file: a query print)
+    sensor_print: object = None  # collector.fingerprint.SensorPrint; stored as to_bytes(), which keeps what an index needs
 
 
 def content_of(clip: Path, manifest: dict) -> Content:
@@ -66,6 +66,7 @@ class PaidMemory:
         self.index = NearDuplicateIndex()
         for cid, batch_id, videos, sensors, vp, sp in self._db.execute("SELECT cid, batch_id, videos, sensors, video_prints, sensor_print FROM paid"):
             self._remember(cid, batch_id, _decode(videos, sensors, vp, sp))
+        self.index.compact()  # one merge after the bulk load, not one per added print
 
     def __len__(self) -> int:
         return len(self.cids)

@@ -104,7 +104,9 @@ class DeviceSession:
             if ledger.device(key.address) is None:
                 ledger.register_device(key, device=key, contributor=key)
         if key.domain is None:
-            log.warning("this device does not know its network yet: its clips are signed for no chain until it does (they are re-signed for it before they are pinned)")
+            log.warning(
+                "this device does not know its network yet: its clips are signed for no chain until it does (they are re-signed for it before they are pinned)"
+            )
         self.key = key
         self.listener = listener or ev.ignore
         # The latest ClipWritten and PinResult (all of them unless `history` caps it, as a service does);

@@ -22,7 +22,9 @@ from storage.ledger.reasons import Reason
 from storage.ledger.web3_ledger import ARTIFACTS, open_ledger
 from storage.validator import Validator
 
-scalars = st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
+scalars = (
+    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
+)
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
 NAMES = ["video.mp4", "video-cam.mp4", "frames.parquet", "sensors.parquet", "clip.mp4", "../escape", "a/b", ".hidden", "manifest.json", ""]
 FIELDS = ["schema", "clip_id", "device_id", "duration_s", "streams", "files", "signature", "decision", "quality", "labels"]

@@ -1,4 +1,4 @@
-"""Near-duplicate detection of the validator (collector/fingerprint.py, storage/dedup.py) on real footage:
+"""Near-duplicate detection of the validator (collector/fingerprint.py, storage/validator/near_duplicates.py) on real footage:
 detection rate over re-encodes, frame-rate changes, trims, crops and brightness/contrast changes made with OpenCV,
 false matches between distinct clips, the same for sensor logs, and lookups per second and memory per clip with
 10^4, 10^5 and 10^6 stored clips (synthetic stored prints, real queries). Targets: detection >= 99%, false
@@ -38,7 +38,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from collector.fingerprint import SENSOR_THRESHOLD, VIDEO_THRESHOLD, SensorPrint, VideoPrint, sensor_print, sensor_print_of, video_print  # noqa: E402
 from collector.sample import SAMPLE_IMU, SAMPLE_VIDEO  # noqa: E402
-from storage.dedup import NearDuplicateIndex  # noqa: E402
+from storage.validator.near_duplicates import NearDuplicateIndex  # noqa: E402
 
 WINDOW_S, HOP_S = 3.0, 1.5
 MAX_SOURCE_S = 60.0

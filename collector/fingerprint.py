@@ -18,7 +18,7 @@ channel's own noise) and the channels that ever move make a resting sensor, or a
 
 Two prints are compared at every shift of one against the other (`similarity`: 1.0 equal, about 0 unrelated); the
 shifts worth trying are proposed by an index of 20-bit keys (`index_keys` of a stored print, `probe_keys` of a
-query), see storage/dedup.py. A print computed from a file also carries query-only tracks that undo a crop (the
+query), see storage/validator/near_duplicates.py. A print computed from a file also carries query-only tracks that undo a crop (the
 picture's region 7% and 14% wider) and a trim (samples 1/4, 1/2, 3/4 of a step later; 1/8 .. 7/8 for sensors);
 `to_bytes` keeps only what an index stores.
 """

@@ -25,7 +25,7 @@ from collector.fingerprint import (
     video_print,
 )
 from collector.sample import SAMPLE_IMU, SAMPLE_VIDEO
-from storage.dedup import NearDuplicateIndex
+from storage.validator.near_duplicates import NearDuplicateIndex
 
 FPS = 30.0
 PAID = slice(0, 90)  # the paid clip: the sample's first 3 s

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from collector.bundle import SENSORS, is_video, parse_manifest
 from storage.content.cid import DAG_PB, Cid
-from storage.dedup import NearDuplicateIndex
 from storage.ledger.base import Ledger
 from storage.sqlite import open_wal
 from storage.validator.fetch import Limits, fetch_clip
+from storage.validator.near_duplicates import NearDuplicateIndex
 
 log = logging.getLogger("knack.validator")
 

@@ -20,11 +20,11 @@ from collector.bundle import MANIFEST, SENSORS, BundleFormatError, canonical, is
 from collector.config import Config
 from storage.content.cid import DAG_PB, Cid
 from storage.content.ipfs import ContentStore, StoreUnavailable
-from storage.dedup import NearDuplicateIndex
 from storage.ledger.base import ChainError, Ledger, SubmittedBatch
 from storage.ledger.reasons import Reason
 from storage.validator.fetch import ClipFormatError, Limits, fetch_clip
 from storage.validator.memory import Content, PaidMemory, content_of
+from storage.validator.near_duplicates import NearDuplicateIndex
 
 log = logging.getLogger("knack.validator")
 

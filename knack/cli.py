@@ -194,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(importlib.import_module(module), function)(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `knack verify … | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         if isinstance(exc, expected_errors()):
             print(f"knack: error: {exc}", file=sys.stderr)

@@ -81,7 +81,10 @@ def cmd_device_show(args) -> int:
         return 1
     state = "BLOCKED (the contributor clears it: `knack device clear-strikes`)" if record.blocked else record.status
     print(f"Device {record.device}: {state}, paying contributor {record.contributor}")
-    print(f"  strikes {record.strikes} of {rules.max_strikes} allowed in {rules.window_s / 86400:g} day(s)")
+    if rules.max_strikes:
+        print(f"  strikes {record.strikes}: {rules.max_strikes} within {rules.window_s / 86400:g} day(s) block it")
+    else:
+        print(f"  strikes {record.strikes} (this network counts strikes but never blocks a device)")
     return 0
 
 

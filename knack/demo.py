@@ -140,6 +140,9 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
                         print(f"     rejected {v.cid}: {v.reason.text}")
             case ev.Problem(part, text):
                 print(f"   {part}: {text}")
+    copies = [v for e in seen if isinstance(e, ev.BatchSettled) for v in e.verdicts if v.reason is not None and v.reason.strike]
+    if copies:
+        print(f"   the sample was paid in an earlier demo run here: the network pays for the same footage once (to start afresh, remove {target})")
     ledger = wiring.open_ledger(config)
     view = rewards_view(ledger, keys.contributor.address) if ledger.deployment else None
     ledger.close()

@@ -268,9 +268,21 @@ class DeviceSession:
         self.post(ev.ClipLabeled(result))
 
     def _bind_to_network(self, clip: Path) -> bool:
-        """A clip labeled before this device knew its network is re-signed for it before it is pinned."""
+        """A clip labeled before this device knew its network is re-signed for it before it is pinned; a device
+        that still does not know it asks the chain, and the clip waits while the chain cannot say."""
         from collector.bundle import bind_to_network
+        from storage.outbox.pinner import PinDeferred
 
+        if self.key.domain is None:
+            try:
+                ledger = self.ledger()
+                if ledger.deployment is None:
+                    raise PinDeferred(f"no registry is deployed on {wiring.ledger_name(self.config)} yet: the clip is pinned once there is one")
+                self.key = self.key.bind(ledger.domain())
+            except PinDeferred:
+                raise
+            except Exception as exc:  # the chain is down or refuses: the clip waits, signed for no network yet
+                raise PinDeferred(f"this device does not know its network yet ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         return bind_to_network(clip, self.key)
 
     def _label_failed(self, clip: Path, reason: str) -> None:

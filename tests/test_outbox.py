@@ -205,3 +205,36 @@ def test_cli_status_pin_retry_export_car_and_cid(tmp_path, clips):
     assert knack("cid", str(made[0])).stdout.strip() == root
     out = knack("cid", str(tmp_path / "nothing"))
     assert out.returncode == 2 and "is neither a file nor a directory" in out.stderr
+
+
+def test_a_clip_signed_for_no_network_waits_then_is_resigned_for_it_before_it_is_pinned(tmp_path, clips, device_key):
+    """A device that labeled offline, before it knew its network: the pinner's `prepare` defers the clip while
+    the network is unknown, then re-signs it (EIP-712 for that chain and registry) and pins what it signed."""
+    from collector.bundle import BundleFormatError, bind_to_network, verify_bundle
+    from collector.identity import SigningDomain
+    from storage.outbox.pinner import PinDeferred
+
+    [clip, tampered] = clips(2)
+    outbox = Outbox(tmp_path / "o.sqlite")
+    enqueue_all(outbox, [clip])
+    store = EmbeddedStore(tmp_path / "blocks.sqlite")
+    network: list[SigningDomain] = []
+
+    def prepare(path):
+        if not network:
+            raise PinDeferred("this device does not know its network yet")
+        return bind_to_network(path, device_key.bind(network[0]))
+
+    [waiting] = pin_due(outbox, store, prepare=prepare)
+    assert waiting.cid is None and "does not know its network" in waiting.error and outbox.counts()["accepted"] == 1
+    assert verify_bundle(clip).network is None
+    network.append(SigningDomain(31337, "0x" + "ab" * 20))
+    [pinned] = pin_due(outbox, store, now=time.time() + BACKOFF_MAX_S + 1, prepare=prepare)
+    assert not pinned.error and outbox.counts()["pinned"] == 1
+    assert verify_bundle(clip).ok and verify_bundle(clip).network == network[0]
+    assert pinned.cid == str(add_path(clip).cid)  # what was pinned is the re-signed clip
+    assert bind_to_network(clip, device_key.bind(network[0])) is False  # signed for it once
+    with open(tampered / "video.mp4", "ab") as f:  # never signs over files it did not record
+        f.write(b"x")
+    with pytest.raises(BundleFormatError, match="does not verify"):
+        bind_to_network(tampered, device_key.bind(network[0]))

@@ -46,6 +46,10 @@ def enqueue_all(outbox: Outbox, clips: list[Path]) -> int:
     return moved
 
 
+class PinDeferred(Exception):
+    """`prepare` cannot ready the clip yet (its device does not know its network): it waits, with backoff."""
+
+
 @dataclass(frozen=True)
 class PinResult:
     clip_id: str
@@ -75,6 +79,11 @@ def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None, remot
             outbox.set_cid(entry.clip_id, str(cid))
             if remote is not None:
                 remote.pin(str(cid), entry.clip_id)
+        except PinDeferred as exc:
+            wait = outbox.failed(entry.clip_id, str(exc))
+            log.info("clip %s waits %.0f s: %s", entry.clip_id, wait, exc)
+            results.append(PinResult(entry.clip_id, entry.cid, str(exc)))
+            continue
         except StoreUnavailable as exc:
             wait = outbox.failed(entry.clip_id, str(exc))
             log.warning("clip %s not pinned, retry in %.0f s: %s", entry.clip_id, wait, exc)

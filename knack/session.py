@@ -95,6 +95,8 @@ class DeviceSession:
         self._ledger = None
         self._validator = None  # opened once: it keeps a cache of the content the chain paid for
         self._ledger_lock = threading.RLock()  # one caller at a time on the ledger client
+        if key.domain is None:
+            key = key.bind(wiring.network_domain(config))  # the network this data directory last knew, if any
         if validator_key is not None and not config.storage.chain_rpc:
             # A bench or demo acting as its own network: the embedded chain deploys itself, so its network is
             # known, and a device nobody registered joins as its own contributor (`knack demo` registers it

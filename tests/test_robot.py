@@ -364,7 +364,9 @@ def test_with_the_chain_or_ipfs_down_it_keeps_recording_into_the_outbox_and_says
     # The device knows its network from an earlier contact (its saved deployment): clips are signed for it.
     from storage.ledger.base import Deployment
 
-    Deployment(31337, "0x" + "ab" * 20, "0x" + "cd" * 20, 0).save(config.data_path / "chain" / ("deployment-31337.json" if down == "chain" else "deployment-embedded.json"))
+    Deployment(31337, "0x" + "ab" * 20, "0x" + "cd" * 20, 0).save(
+        config.data_path / "chain" / ("deployment-31337.json" if down == "chain" else "deployment-embedded.json")
+    )
     service = RobotService(config, device_key)
     thread = run_service(service)
     try:

@@ -355,7 +355,9 @@ class ValidatorConfig:
     # either way: the tolerance decides only which claims are false (a strike).
     claim_tolerance: float = 0.1
     max_clip_mb: float = 512.0
-    max_clip_seconds: float = 600.0
+    # The most work one clip can ask of the validator: labeling takes about 0.8 s per 2.5 s of video on two CPU
+    # cores, so 120 s of video is about 40 s (devices cut 10 s clips by default).
+    max_clip_seconds: float = 120.0
 
     def validate(self, key: str) -> None:
         _require(0 <= self.claim_tolerance <= 1, f"{key}.claim_tolerance", self.claim_tolerance, "a quality difference between 0 and 1")

@@ -381,6 +381,20 @@ def test_a_validator_started_from_nothing_refuses_what_the_chain_paid(net, paid,
     clear(net, net.device_a, net.contributor_a)
 
 
+def test_paid_content_that_could_not_be_fetched_is_fetched_again_later(net, paid, tmp_path):
+    """A validator whose store did not have the paid clips yet remembers their CIDs, and their content (so their
+    near duplicates) once the store has it."""
+    empty = EmbeddedStore(tmp_path / "empty.sqlite")
+    fresh = Validator(net.ledger, empty, net.admin, tmp_path / "late.sqlite", net.config, labeler=net.validator.labeler)
+    fresh.sync()
+    assert str(net.pin(paid)) in fresh.memory.cids and not fresh.memory.files
+    fresh.store = net.store
+    fresh.sync()
+    video = next(e["sha256"] for e in manifest_of(paid)["files"] if e["name"] == "video.mp4")
+    assert video in fresh.memory.files and len(fresh.memory.index) >= 1
+    empty.close()
+
+
 # --- signatures bound to one network ---------------------------------------------------------------------
 def test_a_manifest_signed_for_another_registry_or_for_no_network_is_refused(net):
     other = SigningDomain(net.domain.chain_id, "0x" + "11" * 20)

@@ -111,20 +111,43 @@ class PaidMemory:
             self._db.execute("INSERT OR REPLACE INTO synced (chain, block) VALUES (?, ?)", (chain_key, head + 1))
         if added:
             log.info("paid memory: %d clip(s) added from the chain, %d in all", added, len(self))
+        self.refetch(get, limits)
         return added
+
+    def refetch(self, get, limits: Limits, at_most: int = 16) -> int:
+        """Paid clips whose content could not be fetched when they were remembered are tried again, a few a
+        round (oldest first), so a store that was down does not leave their near duplicates unchecked."""
+        rows = self._db.execute("SELECT cid, batch_id FROM paid WHERE fetched = 0 ORDER BY batch_id LIMIT ?", (at_most,)).fetchall()
+        found = 0
+        for cid, batch_id in rows:
+            content = _fetch_content(get, Cid.parse(cid), limits, quiet=True)
+            if content is None:
+                continue
+            with self._db:
+                self._db.execute(
+                    "UPDATE paid SET fetched = 1, videos = ?, sensors = ?, video_prints = ?, sensor_print = ? WHERE cid = ?", (*_encode(content), cid)
+                )
+            self._remember(cid, batch_id, content)
+            found += 1
+        return found
 
     def close(self) -> None:
         self._db.close()
 
 
-def _fetch_content(get, cid: Cid, limits: Limits) -> Content | None:
+def _fetch_content(get, cid: Cid, limits: Limits, quiet: bool = False) -> Content | None:
     """A paid clip's content, or None when it cannot be fetched now (its CID alone is still remembered)."""
     scratch = Path(tempfile.mkdtemp(prefix="knack-paid-"))
     try:
         fetch_clip(get, cid, scratch, limits)
         return content_of(scratch, parse_manifest((scratch / "manifest.json").read_bytes()))
     except Exception as exc:  # content gone from the network, or unreadable: the exact CID still counts
-        log.warning("paid clip %s: content not available for duplicate checks (%s)", cid, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "paid clip %s: content not available for duplicate checks yet (%s)",
+            cid,
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
         return None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

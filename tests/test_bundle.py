@@ -210,3 +210,37 @@ def test_a_clip_that_cannot_be_sealed_for_a_while_is_retried_not_lost(simulator,
 
 def test_a_path_that_is_not_a_clip_directory_is_named(tmp_path):
     assert verify_bundle(tmp_path / "nope").problems == [f"{tmp_path / 'nope'} is not a clip directory"]
+
+
+def test_a_manifest_signature_is_eip712_typed_data_that_a_wallet_library_reproduces(device_key):
+    """The device's signature in a network's domain is exactly eth-account's `encode_typed_data` signature of
+    KnackManifest(bytes32 manifestSha256); it recovers only in that domain."""
+    import hashlib
+
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    from collector.identity import SigningDomain, recover_signer
+
+    domain = SigningDomain(31337, "0x" + "ab" * 20)
+    message = b'{"clip_id":"c"}'
+    signature = device_key.bind(domain).sign(message)
+    typed = {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "KnackManifest": [{"name": "manifestSha256", "type": "bytes32"}],
+        },
+        "primaryType": "KnackManifest",
+        "domain": {"name": "Knack", "version": "1", "chainId": 31337, "verifyingContract": domain.registry},
+        "message": {"manifestSha256": hashlib.sha256(message).digest()},
+    }
+    wallet = Account.sign_message(encode_typed_data(full_message=typed), device_key._key).signature
+    assert signature["scheme"] == "eip712" and signature["value"] == "0x" + bytes(wallet).hex()
+    assert recover_signer(message, signature) == device_key.address
+    elsewhere = dict(signature, registry="0x" + "cd" * 20)  # the same bytes claimed for another registry
+    assert recover_signer(message, elsewhere) != device_key.address

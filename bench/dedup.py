@@ -33,9 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
+from collector.bundle import write_sensor_log  # noqa: E402
 from collector.fingerprint import SENSOR_THRESHOLD, VIDEO_THRESHOLD, SensorPrint, VideoPrint, sensor_print, sensor_print_of, video_print  # noqa: E402
 from collector.sample import SAMPLE_IMU, SAMPLE_VIDEO  # noqa: E402
 from storage.validator.near_duplicates import NearDuplicateIndex  # noqa: E402
@@ -190,15 +189,7 @@ def imu_windows() -> list[tuple[str, float, float, np.ndarray, np.ndarray]]:
 
 def write_sensors(path: Path, stream: str, times: np.ndarray, values: np.ndarray) -> Path:
     """sensors.parquet as the recorder writes it."""
-    table = pa.table(
-        {
-            "stream": pa.array([stream] * len(times), pa.string()),
-            "capture_ns": pa.array(times, pa.int64()),
-            "device_ns": pa.array([None] * len(times), pa.int64()),
-            "values": pa.array(values.tolist(), pa.list_(pa.float64())),
-        }
-    )
-    pq.write_table(table, path)
+    write_sensor_log(path, [stream] * len(times), times.tolist(), [None] * len(times), values.tolist(), {stream: []})
     return path
 
 

@@ -190,6 +190,23 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_sensor_log(path: Path, streams, capture_ns, device_ns, values, channels: dict[str, list[str]]) -> None:
+    """sensors.parquet: one row per sample (stream, capture time, device time or None, values), the channel
+    names of each stream in the schema metadata `knack.channels`."""
+    import pyarrow as pa  # only where a sensor log is written: `knack verify` and `--help` never load it
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "stream": pa.array(list(streams), pa.string()),
+            "capture_ns": pa.array(list(capture_ns), pa.int64()),
+            "device_ns": pa.array(list(device_ns), pa.int64()),
+            "values": pa.array([list(v) for v in values], pa.list_(pa.float64())),
+        }
+    )
+    pq.write_table(table.replace_schema_metadata({"knack.channels": json.dumps(channels)}), path)
+
+
 def file_entries(directory: Path) -> list[dict]:
     return [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST]
 

@@ -7,7 +7,6 @@ so sealing one clip never stalls capture of the next.
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import queue
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import collector
-from collector.bundle import FRAMES, PARTIAL_PREFIX, SENSORS, VIDEO_FOURCC, new_clip_id, recover_partials, seal, video_name, write_manifest
+from collector.bundle import FRAMES, PARTIAL_PREFIX, SENSORS, VIDEO_FOURCC, new_clip_id, recover_partials, seal, video_name, write_manifest, write_sensor_log
 from collector.clock import Clock
 from collector.config import Config
 from collector.devices import usb_id_of
@@ -356,16 +355,9 @@ class Recorder:
         if not rows:
             return 0
         channels = {s.name: list(getattr(s, "channels", ())) for s in self.sources if s.kind != "camera"}
-        table = pa.table(
-            {
-                "stream": pa.array([s.stream for s in rows], pa.string()),
-                "capture_ns": pa.array([s.capture_ns for s in rows], pa.int64()),
-                "device_ns": pa.array([s.device_ns for s in rows], pa.int64()),
-                "values": pa.array([list(s.values) for s in rows], pa.list_(pa.float64())),
-            }
+        write_sensor_log(
+            buf.partial / SENSORS, [s.stream for s in rows], [s.capture_ns for s in rows], [s.device_ns for s in rows], [s.values for s in rows], channels
         )
-        table = table.replace_schema_metadata({"knack.channels": json.dumps(channels)})
-        pq.write_table(table, buf.partial / SENSORS)
         return len(rows)
 
     def _manifest(self, buf: ClipBuffer, stats: dict[str, StreamStats], gaps: list[Gap]) -> dict:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collector.bundle import MANIFEST, SENSORS, canonical, new_clip_id, seal, write_manifest
+from collector.bundle import MANIFEST, SENSORS, canonical, new_clip_id, seal, write_manifest, write_sensor_log
 from collector.config import Config, PolicyConfig
 from collector.identity import DeviceKey, SigningDomain
 from collector.sample import SAMPLE_IMU, SAMPLE_VIDEO
@@ -72,16 +72,10 @@ def write_video(path: Path, frames, fps: float = FPS) -> None:
 
 
 def write_sensors(path: Path, rows: np.ndarray) -> None:
-    t0 = int(rows[0, 0]) * 1000
-    table = pa.table(
-        {
-            "stream": pa.array(["imu"] * len(rows), pa.string()),
-            "capture_ns": pa.array([int(r[0]) * 1000 - t0 for r in rows], pa.int64()),
-            "device_ns": pa.array([int(r[0]) * 1000 for r in rows], pa.int64()),
-            "values": pa.array([list(map(float, r[2:])) for r in rows], pa.list_(pa.float64())),
-        }
-    )
-    pq.write_table(table.replace_schema_metadata({"knack.channels": json.dumps({"imu": ["ax", "ay", "az", "gx", "gy", "gz"]})}), path)
+    """Rows of the sample's IMU log (t_us, seq, six channels) as the recorder writes a serial stream."""
+    device_ns = [int(r[0]) * 1000 for r in rows]
+    capture_ns = [t - device_ns[0] for t in device_ns]
+    write_sensor_log(path, ["imu"] * len(rows), capture_ns, device_ns, rows[:, 2:].tolist(), {"imu": ["ax", "ay", "az", "gx", "gy", "gz"]})
 
 
 def build_clip(root: Path, key: DeviceKey, frames, sensors: np.ndarray | None = None, fps: float = FPS) -> Path:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from collector import fingerprint
+from collector.bundle import write_sensor_log
 from collector.fingerprint import (
     SENSOR_THRESHOLD,
     VIDEO_THRESHOLD,
@@ -188,15 +189,7 @@ def imu() -> tuple[np.ndarray, np.ndarray]:
 
 def write_sensors(path: Path, stream: str, times: np.ndarray, values: np.ndarray) -> Path:
     """sensors.parquet with the recorder's columns."""
-    table = pa.table(
-        {
-            "stream": pa.array([stream] * len(times), pa.string()),
-            "capture_ns": pa.array(times, pa.int64()),
-            "device_ns": pa.array([None] * len(times), pa.int64()),
-            "values": pa.array(values.tolist(), pa.list_(pa.float64())),
-        }
-    )
-    pq.write_table(table, path)
+    write_sensor_log(path, [stream] * len(times), times.tolist(), [None] * len(times), values.tolist(), {stream: []})
     return path
 
 

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from collector.bundle import sha256_file
 from collector.config import Config, LabelerConfig
 from collector.labeling.cards import ModelCard, load_card
 
@@ -27,21 +28,13 @@ def model_cards(config: LabelerConfig) -> list[ModelCard]:
     return [palm, landmarks, faces] + [load_card(Path(p)) for p in config.extra_cards]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def rules(config: Config) -> dict:
     """What the digest covers, as plain data (shown by `knack doctor` and in a refusal)."""
     return {
         "version": DIGEST_VERSION,
         "policy": asdict(config.policy),
         "labeler": {name: getattr(config.labeler, name) for name in VERDICT_SETTINGS},
-        "models": [{"task": card.task, "name": card.name, "sha256": _sha256(card.model_path)} for card in model_cards(config.labeler)],
+        "models": [{"task": card.task, "name": card.name, "sha256": sha256_file(card.model_path)} for card in model_cards(config.labeler)],
     }
 
 

@@ -49,8 +49,36 @@ def content_of(clip: Path, manifest: dict) -> Content:
     )
 
 
-class PaidMemory:
+class Known:
+    """Content by CID, by file sha256 and by perceptual print, in memory: what the chain paid (PaidMemory), or
+    what one batch has accepted so far (so a later clip of the same batch is checked against it too)."""
+
+    def __init__(self) -> None:
+        self.cids: dict[str, int] = {}  # cid -> batch id it was paid (or accepted) in
+        self.files: dict[str, str] = {}  # video or sensor sha256 -> cid
+        self.index = NearDuplicateIndex()
+
+    def __len__(self) -> int:
+        return len(self.cids)
+
+    def remember(self, cid: str, batch_id: int, content: Content | None) -> None:
+        self.cids[cid] = batch_id
+        if content is None:  # its content could not be had: the CID alone still counts
+            return
+        for digest in (*content.videos, content.sensors):
+            if digest:
+                self.files.setdefault(digest, cid)
+        for vp in content.video_prints:
+            self.index.add(cid, video=vp)
+        if content.sensor_print is not None:
+            self.index.add(cid, sensors=content.sensor_print)
+
+
+class PaidMemory(Known):
+    """Known content of every paid clip, cached in SQLite with the last block synced from the chain."""
+
     def __init__(self, db_path: Path):
+        super().__init__()
         self._db = open_wal(db_path)
         self._db.executescript(
             """
@@ -61,27 +89,9 @@ class PaidMemory:
             CREATE TABLE IF NOT EXISTS synced (chain TEXT PRIMARY KEY, block INTEGER NOT NULL);
             """
         )
-        self.cids: dict[str, int] = {}  # cid -> batch id it was paid in
-        self.files: dict[str, str] = {}  # video or sensor sha256 -> cid
-        self.index = NearDuplicateIndex()
         for cid, batch_id, videos, sensors, vp, sp in self._db.execute("SELECT cid, batch_id, videos, sensors, video_prints, sensor_print FROM paid"):
-            self._remember(cid, batch_id, _decode(videos, sensors, vp, sp))
+            self.remember(cid, batch_id, _decode(videos, sensors, vp, sp))
         self.index.compact()  # one merge after the bulk load, not one per added print
-
-    def __len__(self) -> int:
-        return len(self.cids)
-
-    def _remember(self, cid: str, batch_id: int, content: Content | None) -> None:
-        self.cids[cid] = batch_id
-        if content is None:
-            return
-        for digest in (*content.videos, content.sensors):
-            if digest:
-                self.files.setdefault(digest, cid)
-        for vp in content.video_prints:
-            self.index.add(cid, video=vp)
-        if content.sensor_print is not None:
-            self.index.add(cid, sensors=content.sensor_print)
 
     def add(self, cid: str, batch_id: int, device: str, content: Content | None) -> None:
         """A clip the chain has paid (or this validator just settled as paid)."""
@@ -93,7 +103,7 @@ class PaidMemory:
                 "INSERT OR IGNORE INTO paid (cid, batch_id, device, fetched, videos, sensors, video_prints, sensor_print) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, batch_id, device, content is not None, *row),
             )
-        self._remember(cid, batch_id, content)
+        self.remember(cid, batch_id, content)
 
     def sync(self, ledger: Ledger, get, limits: Limits, chain_key: str) -> int:
         """Adds every clip the chain paid since the last sync; returns how many were new."""
@@ -127,7 +137,7 @@ class PaidMemory:
                 self._db.execute(
                     "UPDATE paid SET fetched = 1, videos = ?, sensors = ?, video_prints = ?, sensor_print = ? WHERE cid = ?", (*_encode(content), cid)
                 )
-            self._remember(cid, batch_id, content)
+            self.remember(cid, batch_id, content)
             found += 1
         return found
 

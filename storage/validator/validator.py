@@ -9,22 +9,20 @@ with a clip rejects that clip with a reason, and the batch still settles."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from collector.bundle import MANIFEST, SENSORS, BundleFormatError, canonical, is_video, parse_manifest
+from collector.bundle import MANIFEST, SENSORS, BundleFormatError, canonical, is_video, parse_manifest, sha256_file
 from collector.config import Config
 from storage.content.cid import DAG_PB, Cid
 from storage.content.ipfs import ContentStore, StoreUnavailable
 from storage.ledger.base import ChainError, Ledger, SubmittedBatch
 from storage.ledger.reasons import Reason
 from storage.validator.fetch import ClipFormatError, Limits, fetch_clip
-from storage.validator.memory import Content, PaidMemory, content_of
-from storage.validator.near_duplicates import NearDuplicateIndex
+from storage.validator.memory import Content, Known, PaidMemory, content_of
 
 log = logging.getLogger("knack.validator")
 
@@ -48,25 +46,16 @@ class _Reject(Exception):
         self.reason, self.detail = reason, detail
 
 
-@dataclass
-class _Batch:
-    """What this batch has accepted so far: a later clip in the same batch is checked against it too."""
+class _Batch(Known):
+    """What this batch has accepted so far, with each clip's content to remember once the batch is paid."""
 
-    cids: set = field(default_factory=set)
-    files: dict = field(default_factory=dict)
-    index: NearDuplicateIndex = field(default_factory=NearDuplicateIndex)
-    content: dict = field(default_factory=dict)  # cid -> Content
+    def __init__(self) -> None:
+        super().__init__()
+        self.content: dict[str, Content] = {}
 
-    def add(self, cid: str, content: Content) -> None:
-        self.cids.add(cid)
+    def add(self, cid: str, batch_id: int, content: Content) -> None:
         self.content[cid] = content
-        for digest in (*content.videos, content.sensors):
-            if digest:
-                self.files.setdefault(digest, cid)
-        for vp in content.video_prints:
-            self.index.add(cid, video=vp)
-        if content.sensor_print is not None:
-            self.index.add(cid, sensors=content.sensor_print)
+        self.remember(cid, batch_id, content)
 
 
 def _line(exc: BaseException) -> str:
@@ -188,7 +177,7 @@ class Validator:
         for name, entry in sorted(listed.items()):
             if sizes[name] != entry["size"]:
                 raise _Reject(Reason.FILE_MISMATCH, f"{name} is {sizes[name]} bytes, the manifest says {entry['size']}")
-            if _sha256(scratch / name) != entry["sha256"]:
+            if sha256_file(scratch / name) != entry["sha256"]:
                 raise _Reject(Reason.FILE_MISMATCH, f"{name} does not match its sha256")
         if not any(is_video(name) for name in listed):
             raise _Reject(Reason.NO_VIDEO, "the clip has no video file")
@@ -227,7 +216,7 @@ class Validator:
             )
         if not own["decision"]["accepted"]:
             raise _Reject(Reason.POLICY_REJECTED, own["decision"]["summary"][:300])
-        seen.add(text, content)
+        seen.add(text, batch.batch_id, content)
         return max(0, min(10000, round(measured * 10000))), content
 
     # --- batches ---------------------------------------------------------------------------------
@@ -265,11 +254,3 @@ class Validator:
 
     def close(self) -> None:
         self.memory.close()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -15,7 +15,12 @@ def _device_address(config, address: str | None) -> str:
 
     if address:
         return address
-    return wiring.contributor_address(dataclasses.replace(config, identity=dataclasses.replace(config.identity, contributor="")))
+    try:
+        return wiring.contributor_address(dataclasses.replace(config, identity=dataclasses.replace(config.identity, contributor="")))
+    except ConfigError:
+        raise ConfigError(
+            f"this device has no key yet at {config.keystore_path} (`knack device register` creates it): give a device address, e.g. `knack device show 0x…`"
+        ) from None
 
 
 def _ledger(config):
@@ -46,24 +51,33 @@ def cmd_device_register(args) -> int:
     return 0
 
 
-def cmd_device_revoke(args) -> int:
+def _as_contributor(args, act, done: str) -> int:
+    """Something only the device's contributor may do to it on chain, signed with the contributor's key."""
     config = load(args.config)
     ledger = _ledger(config)
-    device = _device_address(config, args.device)
-    ledger.revoke_device(_contributor(config, args), device)
-    print(f"Device {device} is revoked: the registry refuses its batches from now on (a revoked key cannot be registered again)")
-    ledger.close()
+    try:
+        device = _device_address(config, args.device)
+        act(ledger, _contributor(config, args), device)
+    finally:
+        ledger.close()
+    print(done.format(device=device))
     return 0
+
+
+def cmd_device_revoke(args) -> int:
+    return _as_contributor(
+        args,
+        lambda ledger, contributor, device: ledger.revoke_device(contributor, device),
+        "Device {device} is revoked: the registry refuses its batches from now on (a revoked key cannot be registered again)",
+    )
 
 
 def cmd_device_clear(args) -> int:
-    config = load(args.config)
-    ledger = _ledger(config)
-    device = _device_address(config, args.device)
-    ledger.clear_strikes(_contributor(config, args), device)
-    print(f"Device {device}: strikes cleared, its batches are accepted again")
-    ledger.close()
-    return 0
+    return _as_contributor(
+        args,
+        lambda ledger, contributor, device: ledger.clear_strikes(contributor, device),
+        "Device {device}: strikes cleared, its batches are accepted again",
+    )
 
 
 def cmd_device_show(args) -> int:

@@ -198,3 +198,27 @@ def test_errors_are_one_line_with_an_exit_code(tmp_path, env):
     knack("--config", str(config), "record", "--duration", "0.5", env=env)
     out = knack("--config", str(config), "record", "--duration", "0.5", env=dict(env, KNACK_DEVICE_PASSWORD="wrong"), check=False)
     assert out.returncode == 2 and "wrong password for the device key" in out.stderr
+
+
+def test_a_contributor_registers_a_device_then_clears_its_strikes_and_revokes_it(env):
+    """`knack chain deploy`, then the device's life on chain through `knack device …`, each step one line."""
+    import hashlib
+
+    env = dict(env, KNACK_VALIDATOR_KEY="0x" + hashlib.sha256(b"admin").hexdigest(), KNACK_CONTRIBUTOR_KEY="0x" + hashlib.sha256(b"contributor").hexdigest())
+    for name in ("KNACK_CONFIG", "KNACK_DATA_DIR"):
+        env.pop(name, None)
+    assert "Validators must run this configuration's models and policy" in knack("chain", "deploy", env=env).stdout
+    assert "the same: a validator with this config settles" in knack("chain", "policy", env=env).stdout
+    no_key = knack("device", "show", env=env, check=False)
+    assert no_key.returncode == 2 and "this device has no key yet" in no_key.stderr and "Traceback" not in no_key.stderr
+    unregistered = knack("device", "show", "0x" + "12" * 20, env=env, check=False)
+    assert unregistered.returncode == 1 and "is not registered" in unregistered.stdout
+    assert "is registered to contributor" in knack("device", "register", env=env).stdout
+    assert "was already registered" in knack("device", "register", env=env).stdout
+    shown = knack("device", "show", env=env).stdout
+    assert "active, paying contributor" in shown and "strikes 0: 3 within 7 day(s) block it" in shown
+    assert "strikes cleared" in knack("device", "clear-strikes", env=env).stdout
+    assert "is revoked" in knack("device", "revoke", env=env).stdout
+    again = knack("device", "revoke", env=env, check=False)
+    assert again.returncode == 2 and again.stderr.startswith("knack: error: ") and again.stderr.count("\n") == 1 and "Traceback" not in again.stderr
+    assert "revoked" in knack("device", "show", env=env).stdout

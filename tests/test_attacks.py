@@ -33,6 +33,7 @@ from storage.ledger.base import ChainError
 from storage.ledger.reasons import Reason
 from storage.ledger.web3_ledger import ARTIFACTS, open_ledger
 from storage.validator import NetworkMismatch, Validator
+from tests.test_labeler import manifest_of, read_video
 
 pytestmark = pytest.mark.skipif(not (ARTIFACTS / "ClipRegistry.json").exists(), reason="the contract artifacts are not built")
 
@@ -47,16 +48,6 @@ def new_key(seed: str) -> DeviceKey:
 
     account = Account.from_key(hashlib.sha256(seed.encode()).digest())
     return DeviceKey(account.address, bytes(account.key))
-
-
-def sample_frames() -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(SAMPLE_VIDEO))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return frames
-        frames.append(frame)
 
 
 def imu_rows() -> np.ndarray:
@@ -113,10 +104,6 @@ def build_clip(root: Path, key: DeviceKey, frames, sensors: np.ndarray | None = 
     return seal(partial, root / clip_id)
 
 
-def manifest_of(clip: Path) -> dict:
-    return json.loads((clip / MANIFEST).read_text())
-
-
 def resign(clip: Path, key: DeviceKey, target: Path | None = None, **changes) -> Path:
     """An attacker's copy of `clip` (or the clip itself) with manifest fields changed and re-signed by `key`."""
     if target is not None:
@@ -157,7 +144,7 @@ class Net:
         self.validator = Validator(
             self.ledger, self.store, self.admin, root / "data" / "validator.sqlite", self.config, labeler=Labeler(self.config, None, self.models)
         )
-        self.frames = sample_frames()
+        self.frames = read_video(SAMPLE_VIDEO)
         self.imu = imu_rows()
 
     def labeler(self, key: DeviceKey, policy: PolicyConfig | None = None):

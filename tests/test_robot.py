@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import from_mapping
 from collector.sample import SAMPLE_VIDEO
@@ -26,6 +25,7 @@ from robot import disk
 from robot.health import StreamHealth, assess
 from robot.metrics import Snapshot, StreamSnapshot, registry_for
 from storage.outbox.db import Entry
+from tests.service_probe import samples
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "robot/systemd/knack-robot.service"
@@ -138,10 +138,6 @@ def snapshot(**changes) -> Snapshot:
         chain_rounds={"ok": 3, "error": 1},
     )
     return dataclasses.replace(base, **changes)
-
-
-def samples(text: str) -> dict:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
 
 
 def test_metrics_follow_the_snapshot_per_stream_and_per_state():

@@ -7,28 +7,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from collector.sample import SAMPLE_VIDEO
 from collector.simulator import joint_names
+from tests.service_probe import free_port, http_get, metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("settled", "rejected")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def toml_value(v) -> str:
@@ -82,16 +73,10 @@ class Robot:
         raise AssertionError(f"no {name} event within {timeout} s: {[e['event'] for e in self.events()]}")
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return http_get(self.port, path)
 
     def metrics(self) -> dict[tuple, float]:
-        status, text = self.get("/metrics")
-        assert status == 200
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        return metrics(self.port)
 
     def wait(self, timeout: float) -> int:
         try:

@@ -8,25 +8,23 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from knack.cli import build_parser
 from knack.validate import Round, ValidatorService, assess, classify, registry_for
 from storage.content.ipfs import StoreUnavailable
 from storage.ledger.base import ChainError, ChainUnavailable
 from storage.ledger.reasons import Reason
+from storage.validator import Verdict
+from tests.service_probe import free_port, http_get, metrics, samples
 
 ROOT = Path(__file__).resolve().parent.parent
 VALIDATOR_HEX = "0x" + "5a" * 32
@@ -41,15 +39,6 @@ class NetworkMismatch(ChainError):
 class Batch:
     batch_id: int
     digests: tuple = (b"",)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    cid: str
-    accepted: bool
-    quality_bps: int = 0
-    reason: Reason | None = None
-    detail: str = ""
 
 
 class ScriptedValidator:
@@ -86,7 +75,7 @@ def service_for(validator, **kwargs) -> ValidatorService:
 
 def scrape(service) -> dict[tuple, float]:
     text = generate_latest(registry_for(service.snapshot)).decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return samples(text)
 
 
 def events(caplog, name: str) -> list[logging.LogRecord]:
@@ -239,12 +228,6 @@ def test_the_interval_and_the_port_are_checked_when_the_command_is_read(capsys):
 
 
 # --- the command, as systemd runs it -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Watch:
     """One `knack validate --watch` process; its stdout (JSON lines) goes to a file the test reads."""
 
@@ -265,16 +248,10 @@ class Watch:
         return wait_for(found, timeout, f"a {name} event")
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return http_get(self.port, path)
 
     def metrics(self) -> dict[tuple, float]:
-        status, text = self.get("/metrics")
-        assert status == 200
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        return metrics(self.port)
 
     def terminate(self, timeout: float = 20.0) -> int:
         self.proc.send_signal(signal.SIGTERM)

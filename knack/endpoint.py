@@ -16,6 +16,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 log = logging.getLogger("knack.http")
 
 
+def metrics_registry(collector):
+    """A service's own metrics (a prometheus_client Collector) plus the process's: resident memory, open file
+    descriptors, CPU."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.process_collector import ProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    return registry
+
+
 @dataclass(frozen=True)
 class Health:
     """ok, or degraded with one sentence per reason (what and why); the service keeps running either way."""

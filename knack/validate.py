@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from knack.endpoint import Health, HealthServer
+from knack.endpoint import Health, HealthServer, metrics_registry
 from knack.logs import LastProblem, event
 from knack.signals import StopSignals
 from storage.content.ipfs import StoreUnavailable
@@ -199,10 +198,7 @@ class ValidatorCollector(Collector):
 
 def registry_for(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
     """The validator's metrics plus the process's own (resident memory, open file descriptors, CPU)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ValidatorCollector(snapshot))
-    ProcessCollector(registry=registry)
-    return registry
+    return metrics_registry(ValidatorCollector(snapshot))
 
 
 # --- the real parts ----------------------------------------------------------------------------------------

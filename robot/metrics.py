@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+
+from knack.endpoint import metrics_registry
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,4 @@ class ServiceCollector(Collector):
 
 def registry_for(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
     """The service's metrics plus the process's own (resident memory, open file descriptors, CPU)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceCollector(snapshot))
-    ProcessCollector(registry=registry)
-    return registry
+    return metrics_registry(ServiceCollector(snapshot))

@@ -3,6 +3,7 @@ hold on it (revoke, clear strikes), and the network's model and policy digest th
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from collector.config import ConfigError, load
@@ -23,11 +24,16 @@ def _device_address(config, address: str | None) -> str:
         ) from None
 
 
-def _ledger(config):
+@contextlib.contextmanager
+def _deployed(config):
+    """The configured ledger, closed afterwards whatever happens; a clear error when nothing is deployed."""
     ledger = wiring.open_ledger(config)
-    if ledger.deployment is None:
-        raise ConfigError(f"nothing is deployed on {wiring.ledger_name(config)} yet: run `knack chain deploy` (or `knack demo`) first")
-    return ledger
+    try:
+        if ledger.deployment is None:
+            raise ConfigError(f"nothing is deployed on {wiring.ledger_name(config)} yet: run `knack chain deploy` (or `knack demo`) first")
+        yield ledger
+    finally:
+        ledger.close()
 
 
 def _contributor(config, args):
@@ -38,28 +44,26 @@ def cmd_device_register(args) -> int:
     """The device signs (it consents to be this contributor's), the contributor signs (it authorises the
     device), and the device relays the registration, paying its gas."""
     config = load(args.config)
-    ledger = _ledger(config)
     device = wiring.device_key(config)
     contributor = _contributor(config, args)
-    if wiring.register_device(ledger, device, device, contributor):
+    with _deployed(config) as ledger:
+        registered = wiring.register_device(ledger, device, device, contributor)
+    if registered:
         print(
             f"Device {device.address} is registered to contributor {contributor.address} on {wiring.ledger_name(config)}: its accepted clips pay that address"
         )
     else:
         print(f"Device {device.address} was already registered to contributor {contributor.address}")
-    ledger.close()
     return 0
 
 
 def _as_contributor(args, act, done: str) -> int:
     """Something only the device's contributor may do to it on chain, signed with the contributor's key."""
     config = load(args.config)
-    ledger = _ledger(config)
-    try:
-        device = _device_address(config, args.device)
-        act(ledger, _contributor(config, args), device)
-    finally:
-        ledger.close()
+    device = _device_address(config, args.device)
+    contributor = _contributor(config, args)
+    with _deployed(config) as ledger:
+        act(ledger, contributor, device)
     print(done.format(device=device))
     return 0
 
@@ -82,11 +86,9 @@ def cmd_device_clear(args) -> int:
 
 def cmd_device_show(args) -> int:
     config = load(args.config)
-    ledger = _ledger(config)
     address = _device_address(config, args.device)
-    record = ledger.device(address)
-    rules = ledger.strike_rules()
-    ledger.close()
+    with _deployed(config) as ledger:
+        record, rules = ledger.device(address), ledger.strike_rules()
     if args.json:
         print(json.dumps({"device": address, "record": None if record is None else record.__dict__, "strike_rules": rules.__dict__}, indent=2, default=str))
         return 0
@@ -108,12 +110,11 @@ def cmd_chain_policy(args) -> int:
     from collector.labeling.network import network_digest, rules
 
     config = load(args.config)
-    ledger = _ledger(config)
     mine = network_digest(config)
-    if args.set:
-        ledger.set_policy(wiring.validator_key(config), mine)
-    onchain = bytes(ledger.policy_digest())
-    ledger.close()
+    with _deployed(config) as ledger:
+        if args.set:
+            ledger.set_policy(wiring.validator_key(config), mine)
+        onchain = bytes(ledger.policy_digest())
     if args.json:
         print(json.dumps({"registry": "0x" + onchain.hex(), "local": "0x" + mine.hex(), "rules": rules(config)}, indent=2))
         return 0

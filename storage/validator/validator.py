@@ -165,7 +165,7 @@ class Validator:
                 Reason.BAD_SIGNATURE,
                 f"signed for chain {domain.chain_id}, registry {domain.registry}; this network is chain {network.chain_id}, registry {network.registry}",
             )
-        device = getattr(batch, "device", "") or batch.contributor
+        device = batch.device or batch.contributor
         if signer.lower() != manifest["device_id"].lower() or signer.lower() != device.lower():
             raise _Reject(Reason.BAD_SIGNATURE, f"signed by {signer} for device {manifest['device_id']}, submitted by {device}")
         # 4. Every file is the manifest's, and the bundle has a video.
@@ -234,7 +234,7 @@ class Validator:
             [v.quality_bps for v in verdicts if v.accepted],
             [int(v.reason) for v in verdicts if not v.accepted],
         )
-        device = getattr(batch, "device", "") or batch.contributor
+        device = batch.device or batch.contributor
         for v in verdicts:  # paid now: remembered at once, as the next sync would from the chain
             if v.accepted:
                 self.memory.add(v.cid, batch.batch_id, device, seen.content.get(v.cid))

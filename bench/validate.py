@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from collector.config import CameraConfig, Device, from_mapping  # noqa: E402
 from collector.labeling.runtime import gpu_present  # noqa: E402
 from collector.sample import SAMPLE_VIDEO  # noqa: E402
+from collector.sample.build import read_frames  # noqa: E402
 from knack import wiring  # noqa: E402
 from knack.demo import demo_keys, join_network  # noqa: E402
 from knack.record import run_recording  # noqa: E402
@@ -58,22 +59,9 @@ PASSES = (
 LABELED_REASONS = {"policy_rejected", "claim_mismatch"}
 
 
-def read_sample() -> tuple[list, float]:
-    capture = cv2.VideoCapture(str(SAMPLE_VIDEO))
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames, fps
-
-
 def recording(path: Path, seconds: float) -> tuple[Path, list[str], float]:
     """A video of `seconds` made of passes over the sample, each played differently; the passes used and the fps."""
-    frames, fps = read_sample()
+    _, fps, frames = read_frames(SAMPLE_VIDEO)
     need = math.ceil(seconds * fps)
     passes = math.ceil(need / len(frames))
     if passes > len(PASSES):

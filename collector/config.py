@@ -277,11 +277,17 @@ class PolicyConfig:
     min_duration_s: float = 1.0
     # Fraction of sampled frames that must show at least one hand.
     min_hand_fraction: float = 0.5
-    # Variance of the Laplacian of the grey image (higher is sharper).
-    min_sharpness: float = 40.0
+    # How far the strongest edges are smeared, in pixels of the frame scaled to 480 px wide (worst direction):
+    # crisp 1-1.5, soft but usable 2-3, defocus or motion blur beyond. Independent of resolution and contrast.
+    max_edge_blur_px: float = 3.2
     # Mean luma (0-255) of the sampled frames.
     min_luma: float = 40.0
     max_luma: float = 220.0
+    # Fractions of pixels crushed to black or blown to white, over the frame and over the hands' boxes; where
+    # hands were seen, their own pixels decide over-exposure (a white backdrop behind them is fine).
+    max_underexposed_fraction: float = 0.5
+    max_overexposed_fraction: float = 0.4
+    max_hands_overexposed_fraction: float = 0.3
     # Fraction of frames identical to the one before (a frozen or duplicating camera).
     max_frozen_fraction: float = 0.2
     # Video frames dropped or late, as a fraction of the frames expected.
@@ -302,11 +308,14 @@ class PolicyConfig:
             "max_sample_loss_fraction",
             "max_parse_error_rate",
             "max_face_area",
+            "max_underexposed_fraction",
+            "max_overexposed_fraction",
+            "max_hands_overexposed_fraction",
         ):
             value = getattr(self, name)
             _require(0 <= value <= 1, f"{key}.{name}", value, "a fraction between 0 and 1")
         _require(0 <= self.min_luma < self.max_luma <= 255, f"{key}.min_luma/max_luma", (self.min_luma, self.max_luma), "0 <= min_luma < max_luma <= 255")
-        _require(self.min_sharpness >= 0, f"{key}.min_sharpness", self.min_sharpness, "a non-negative number")
+        _require(self.max_edge_blur_px > 0, f"{key}.max_edge_blur_px", self.max_edge_blur_px, "pixels, more than 0 (the old min_sharpness is gone)")
         _require(self.min_duration_s >= 0, f"{key}.min_duration_s", self.min_duration_s, "seconds, 0 or more")
         _require(self.max_gap_s >= 0, f"{key}.max_gap_s", self.max_gap_s, "seconds, 0 or more")
 

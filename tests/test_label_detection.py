@@ -7,7 +7,7 @@ import pytest
 
 from collector.labeling.cards import InputSpec
 from collector.labeling.detection import Roi, apply_affine, crop_roi, decode_ssd, fit, palm_roi, place, ssd_anchors, tiles, to_tensor, weighted_nms
-from collector.labeling.privacy import between, blur, expand
+from collector.labeling.privacy import blur
 
 PALM = {"input_size": 192, "strides": [8, 16, 16, 16], "anchor_offset": 0.5, "box_scale": 192.0}
 
@@ -100,15 +100,6 @@ def test_rotated_crop_and_its_inverse_agree():
     ys, xs = np.nonzero(crop[..., 0] > 128)
     assert ys.mean() < 40 and abs(xs.mean() - 50) < 3  # turned to point up
     assert apply_affine(inverse, np.array([[xs.mean(), ys.mean()]]))[0].tolist() == pytest.approx([160, 100], abs=1.5)
-
-
-def test_faces_between_samples_are_covered_along_their_path():
-    a, b = (100, 100, 140, 140), (130, 100, 170, 140)
-    assert between([a], [b]) == [(100, 100, 170, 140)]
-    far = (500, 400, 540, 440)
-    assert sorted(between([a], [far])) == sorted([far, a])
-    assert between([], [b]) == [b] and between([a], []) == [a]
-    assert expand((100, 100, 140, 140), 0.25, 130, 1000) == (90, 90, 130, 150)
 
 
 def test_blur_changes_only_the_boxes():

@@ -9,11 +9,12 @@ from collector.labeling.quality import quality_score, stream_quality
 GOOD_CAMERA = {
     "sampled_frames": 50,
     "hand_fraction": 0.95,
-    "sharpness": 300.0,
+    "edge_blur_px": 1.6,
     "luma_mean": 120.0,
     "frozen_fraction": 0.0,
     "underexposed_fraction": 0.01,
     "overexposed_fraction": 0.0,
+    "hands_overexposed_fraction": 0.02,
 }
 GOOD = {
     "duration_s": 10.0,
@@ -36,6 +37,10 @@ def facts(**changes):
     return out
 
 
+def test_a_white_backdrop_behind_well_exposed_hands_is_not_over_exposure():
+    assert decide(facts(camera={"overexposed_fraction": 0.6, "hands_overexposed_fraction": 0.05}), PolicyConfig()) == []
+
+
 def test_a_good_clip_is_accepted():
     result = decision(decide(facts(), PolicyConfig()))
     assert result == {"status": "accepted", "accepted": True, "reasons": [], "summary": "accepted: every check passed"}
@@ -47,7 +52,10 @@ def test_a_good_clip_is_accepted():
         ({"camera": {"hand_fraction": 0.18}}, "no_hands", "no hands in 82% of frames"),
         ({"camera": {"luma_mean": 23.0}}, "too_dark", "too dark: mean luma 23 < 40"),
         ({"camera": {"luma_mean": 240.0}}, "too_bright", "too bright: mean luma 240 > 220"),
-        ({"camera": {"sharpness": 12.0}}, "blurry", "too blurry: sharpness 12 < 40"),
+        ({"camera": {"edge_blur_px": 5.2}}, "blurry", "too blurry: edges are smeared over 5.2 px at 480 px wide (limit 3.2 px)"),
+        ({"camera": {"overexposed_fraction": 0.52, "hands_overexposed_fraction": None}}, "too_bright", "over-exposed: 52% of the picture is blown out to white (limit 40%)"),
+        ({"camera": {"hands_overexposed_fraction": 0.61}}, "too_bright", "over-exposed hands: 61% of the hands is blown out to white (limit 30%)"),
+        ({"camera": {"underexposed_fraction": 0.7}}, "too_dark", "too dark: 70% of the picture is crushed to black (limit 50%)"),
         ({"camera": {"frozen_fraction": 0.35}}, "frozen", "35% of frames repeat the one before"),
         ({"streams": {"cam": {"frame_drop_fraction": 0.08}}}, "frame_drops", "camera cam dropped 8% of its frames"),
         ({"streams": {"imu": {"sample_loss_fraction": 0.07}}}, "sample_loss", "sensor imu lost 7% of its samples"),
@@ -103,6 +111,6 @@ def test_quality_score_is_high_for_a_good_clip_and_falls_with_each_fault():
     good = quality_score(0.95, GOOD_CAMERA, GOOD["streams"], policy)
     assert 0.9 < good <= 1.0
     assert quality_score(0.3, GOOD_CAMERA, GOOD["streams"], policy) < good
-    assert quality_score(0.95, dict(GOOD_CAMERA, sharpness=50.0), GOOD["streams"], policy) < good
+    assert quality_score(0.95, dict(GOOD_CAMERA, edge_blur_px=3.2), GOOD["streams"], policy) < good
     assert quality_score(0.95, dict(GOOD_CAMERA, luma_mean=45.0), GOOD["streams"], policy) < good
     assert quality_score(0.0, GOOD_CAMERA, GOOD["streams"], policy) == 0.0

@@ -54,11 +54,10 @@ def test_sample_video_is_small():
 
 def test_sample_video_is_live_in_every_frame(video):
     _, _, _, frames = video
-    # The labeler counts a frame as frozen when its 160x120 grey thumbnail differs from the one before by less than
-    # 0.15 grey levels on average. A real camera on a mostly still bench: some such frames, but far fewer than the
-    # policy's 20% in any clip the demo cuts.
-    thumbs = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), (160, 120), interpolation=cv2.INTER_AREA).astype(np.int16) for f in frames]
-    still = np.array([np.abs(b - a).mean() < 0.15 for a, b in zip(thumbs, thumbs[1:])])
+    # The labeler counts a frame as frozen when under 0.5% of its pixels changed at all. A real camera on a mostly
+    # still bench: some such frames, but far fewer than the policy's 20% in any clip the demo cuts.
+    greys = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
+    still = np.array([np.count_nonzero(cv2.absdiff(a, b)) / a.size < 0.005 for a, b in zip(greys, greys[1:])])
     window = round(DEMO_CLIP_S * 30)
     assert max(still[s : s + window].mean() for s in range(0, len(still) - window + 1, 15)) < 0.12
     # ... and the hand visibly moves every second.
@@ -102,9 +101,9 @@ def test_every_clip_the_demo_cuts_from_the_sample_is_accepted_by_the_default_pol
         assert result.accepted, f"clip at {start / fps:.1f} s: {result.summary}"
         manifest = json.loads((result.path / "manifest.json").read_text())
         camera = manifest["quality"]["cameras"]["cam"]
-        # With margin over the policy's 0.5 and 40.
+        # With margin over the policy's 0.5 and 3.5 px.
         assert manifest["labels"]["hands"]["hand_fraction"] >= 0.9
-        assert camera["sharpness"] >= 60.0
+        assert camera["edge_blur_px"] <= 2.6
 
 
 def test_sample_ships_attribution():

@@ -5,6 +5,7 @@ policy decides, and the manifest is rewritten and re-signed."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import logging
 import shutil
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 
 import collector
 from collector.bundle import (
+    FRAMES,
     MANIFEST,
     VIDEO_FOURCC,
     VIDEO_STEM,
@@ -38,9 +41,13 @@ from collector.identity import DeviceKey
 from collector.labeling import privacy
 from collector.labeling.models import Models
 from collector.labeling.policy import decide, decision
-from collector.labeling.quality import PictureQuality, hand_motion, quality_score, stream_quality
+from collector.labeling.quality import PictureQuality, hand_motion, quality_score, repeated_frames, stream_quality
+from collector.labeling.tracking import FaceTracker, TrackerConfig
 
 log = logging.getLogger("knack.labeler")
+
+# How faces are followed between sampled frames (thresholds relative to the face model card's own).
+TRACKING = TrackerConfig()
 
 
 class LabelError(Exception):
@@ -56,6 +63,8 @@ class Labeled:
     score: float
     faces_blurred_frames: int
     seconds: float
+    # Per camera, per frame, the face boxes blurred (x1, y1, x2, y2): for evaluation and review, not the manifest.
+    blurred: dict[str, list[list[tuple[int, int, int, int]]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,6 +74,7 @@ class VideoResult:
     hand_counts: list[int] = field(default_factory=list)
     tracks: list[tuple[float, list[np.ndarray]]] = field(default_factory=list)
     extra: list[list[np.ndarray]] = field(default_factory=list)
+    blurred: list[list[tuple[int, int, int, int]]] = field(default_factory=list)  # per frame
     width: int = 0
     height: int = 0
     fps: float = 0.0
@@ -96,6 +106,19 @@ def _check_complete(video: Path, frames: int) -> None:
         raise LabelError(f"the blurred video holds {written} of {frames} frames (disk full?): the clip keeps its original video and stays unlabeled")
 
 
+def _repeated_frames(path: Path) -> dict[str, list[bool]]:
+    """Per camera of the device's own clip, which frames its capture times say are no new picture (a frozen
+    capture delivering one picture twice). The validator does not read this table: it is the device's word, and
+    it could only ever make the device's verdict stricter."""
+    if not path.exists():
+        return {}
+    table = pq.read_table(path, columns=["camera", "frame_index", "capture_ns"]).to_pydict()
+    per_camera: dict[str, list[tuple[int, int]]] = {}
+    for camera, index, at in zip(table["camera"], table["frame_index"], table["capture_ns"]):
+        per_camera.setdefault(camera, []).append((index, at))
+    return {camera: repeated_frames([at for _, at in sorted(rows)]) for camera, rows in per_camera.items()}
+
+
 class Labeler:
     """Holds the model sessions (created once) and labels clips one after another."""
 
@@ -116,6 +139,7 @@ class Labeler:
             raise LabelError(f"{clip.name} was not labeled: it does not verify ({'; '.join(check.problems)})")
         manifest = json.loads((clip / MANIFEST).read_text(encoding="utf-8"))
         cameras = [s["name"] for s in manifest.get("streams", []) if s.get("kind") == "camera"]
+        repeats = _repeated_frames(clip / FRAMES)
         staging = stage(clip)
         try:
             results: dict[str, VideoResult] = {}
@@ -124,13 +148,13 @@ class Labeler:
                 if not video.exists():
                     continue  # a camera that delivered no frame in this clip
                 target = staging / video.name if self.config.labeler.blur_faces else None
-                results[name] = self._video(video, target)
+                results[name] = self._video(video, target, repeated=repeats.get(name))
                 if target is not None and not results[name].privacy.frames_blurred:
                     target.unlink(missing_ok=True)
                 elif target is not None:
                     _check_complete(target, results[name].picture.frames)
             manifest = self._annotate(manifest, results)
-            blurred = any(r.privacy.frames_blurred for r in results.values())
+            blurred = self.config.labeler.blur_faces and any(r.privacy.frames_blurred for r in results.values())
             if blurred:
                 link_unchanged(clip, staging)
                 write_manifest(staging, manifest, self.key)
@@ -150,6 +174,7 @@ class Labeler:
             manifest["quality"]["score"],
             sum(r.privacy.frames_blurred for r in results.values()),
             time.monotonic() - started,
+            {name: r.blurred for name, r in results.items()},
         )
         log.debug("clip %s: %s (quality %.2f, %.1f s)", labeled.clip_id, labeled.summary, labeled.score, labeled.seconds)
         return labeled
@@ -182,7 +207,10 @@ class Labeler:
             duration = max(duration, results[name].picture.frames / results[name].fps)
         return self._annotate(dict(manifest, duration_s=round(duration, 6)), results)
 
-    def _video(self, path: Path, target: Path | None, limit: int | None = None) -> VideoResult:
+    def _video(self, path: Path, target: Path | None, limit: int | None = None, repeated: list[bool] | None = None) -> VideoResult:
+        """One decoding pass: hands and faces on sampled frames (in a worker), faces followed on the frames
+        between them, quality on every frame, and the blurred copy written to `target` (None: measure only).
+        `repeated`: per frame, whether the capture times say it is no new picture."""
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
             raise LabelError(f"{path} cannot be opened as a video")
@@ -190,46 +218,91 @@ class Labeler:
         result.extra = [[] for _ in self.models.extra]
         # Frame i is sampled when it starts a new 1/sample_fps interval: exactly sample_fps on average.
         per_frame = min(1.0, self.config.labeler.sample_fps / result.fps)
-        margin = self.config.labeler.face_margin
+        keep = min(TRACKING.keep, self.models.faces.threshold)
+        tracking = dataclasses.replace(TRACKING, start=self.models.faces.threshold, keep=keep, margin=self.config.labeler.face_margin)
+        tracker: FaceTracker | None = None
         writer = None
         pending: deque[tuple[int, np.ndarray]] = deque()
         batch: list[tuple[int, np.ndarray]] = []
         sampled: list[int] = []  # sample frame indices already run, in order
         faces_at: dict[int, list] = {}
+        hands_at: dict[int, list[np.ndarray]] = {}
+        greys: dict[int, np.ndarray] = {}
 
         def infer(frames: list[np.ndarray]):
-            return self.models.hands.detect(frames), self.models.faces.detect(frames), [c.scores(frames) for c in self.models.extra]
+            return self.models.hands.detect(frames), self.models.faces.detect(frames, keep), [c.scores(frames) for c in self.models.extra]
 
         def record(indices: list[int], found) -> None:
             hands, faces, extra = found
             for k, index in enumerate(indices):
                 result.hand_counts.append(len(hands[k]))
                 result.tracks.append((index / result.fps, [h.landmarks for h in hands[k]]))
-                result.privacy.add_sample(faces[k])
-                faces_at[index] = [privacy.expand(f.box, margin, result.width, result.height) for f in faces[k]]
+                result.picture.add_hands(greys.pop(index), [h.box for h in hands[k]])
+                faces_at[index] = faces[k]
+                hands_at[index] = [h.landmarks for h in hands[k]]
                 sampled.append(index)
                 for m, scores in enumerate(extra):
                     result.extra[m].append(scores[k])
 
+        def detect_between(frames: list[tuple[int, np.ndarray]], before: int | None, after: int | None) -> dict[int, list]:
+            """Faces on frames between two samples: on every one when a face is near (a track is alive, or
+            either sample saw a face candidate), else on the middle one as a probe, and on all if it finds one."""
+            near = tracker.active or bool(faces_at.get(before)) or bool(faces_at.get(after))
+            if not near:
+                middle = frames[len(frames) // 2]
+                probe = self.models.faces.detect([cv2.cvtColor(middle[1], cv2.COLOR_BGR2RGB)], keep)[0]
+                result.privacy.frames_searched += 1
+                if not probe:
+                    return {middle[0]: probe}
+            found = self.models.faces.detect([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for _, f in frames], keep)
+            result.privacy.frames_searched += len(frames)
+            return {index: faces for (index, _), faces in zip(frames, found)}
+
         def flush(final: bool) -> None:
             nonlocal writer
             last = sampled[-1] if sampled else -1
+            ready: list[tuple[int, np.ndarray]] = []
             while pending and (final or pending[0][0] <= last):
-                index, frame = pending.popleft()
+                ready.append(pending.popleft())
+            boxes: dict[int, list] = {}
+            gap: list[tuple[int, np.ndarray]] = []
+
+            def follow(frames: list[tuple[int, np.ndarray]], after: int | None) -> None:
+                at = bisect.bisect_left(sampled, frames[0][0])
+                before = sampled[at - 1] if at > 0 else None
+                found = detect_between(frames, before, after)
+                for index, _ in frames:
+                    nearest = min((s for s in (before, after) if s is not None), key=lambda s: abs(s - index), default=None)
+                    boxes[index] = tracker.update(index, found.get(index), hands_at.get(nearest, []))
+
+            for index, frame in ready:
+                if faces_at.get(index) is not None and index in hands_at:
+                    if gap:
+                        follow(gap, index)
+                        gap = []
+                    boxes[index] = tracker.update(index, faces_at[index], hands_at[index])
+                else:
+                    gap.append((index, frame))
+            if gap:
+                follow(gap, None)
+            for index, box in tracker.take_backfill():
+                if index in boxes:
+                    boxes[index].append(box)
+            for index, frame in ready:
+                found = boxes[index]
+                result.blurred.append(found)
+                if found:
+                    result.privacy.add_blurred(found, result.width, result.height)
                 if target is None:
                     continue
-                at = bisect.bisect_right(sampled, index)
-                before = faces_at[sampled[at - 1]] if at > 0 else []
-                after = faces_at[sampled[at]] if at < len(sampled) else []
-                boxes = before if at > 0 and sampled[at - 1] == index else privacy.between(before, after)
-                if boxes:
-                    privacy.blur(frame, boxes)
-                    result.privacy.add_blurred(boxes, result.width, result.height)
+                if found:
+                    privacy.blur(frame, found)
                 if writer is None:
                     writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), result.fps, (result.width, result.height))
                     if not writer.isOpened():
                         raise LabelError(f"cannot write the blurred video {target}")
                 writer.write(frame)
+            result.privacy.faces_rejected_as_hands = tracker.rejected_as_hands
 
         # The models run on one batch in a worker thread while this thread decodes, measures and writes the
         # frames of the next: onnxruntime and OpenCV both release the GIL, so the two overlap on two cores.
@@ -252,10 +325,12 @@ class Labeler:
                         break
                     if index == 0:
                         result.height, result.width = frame.shape[:2]
+                        tracker = FaceTracker(result.fps, result.width, result.height, tracking)
                     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-                    result.picture.add_frame(grey)
+                    result.picture.add_frame(grey, repeated=bool(repeated and index < len(repeated) and repeated[index]))
                     if index == 0 or int(index * per_frame) != int((index - 1) * per_frame):
                         result.picture.add_sample(grey)
+                        greys[index] = grey
                         batch.append((index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
                     pending.append((index, frame))
                     if len(batch) >= self.config.labeler.batch_size:
@@ -266,7 +341,8 @@ class Labeler:
                 collect()
                 if batch:
                     record([i for i, _ in batch], infer([rgb for _, rgb in batch]))
-                flush(final=True)
+                if tracker is not None:
+                    flush(final=True)
             finally:
                 if running is not None:
                     running[1].cancel()
@@ -286,6 +362,8 @@ class Labeler:
             "face_detections": sum(r.privacy.detections for r in results.values()),
             "frames_blurred": sum(r.privacy.frames_blurred for r in results.values()),
             "largest_area": round(max((r.privacy.largest_area for r in results.values()), default=0.0), 4),
+            "frames_searched": sum(r.privacy.frames_searched for r in results.values()),
+            "faces_rejected_as_hands": sum(r.privacy.faces_rejected_as_hands for r in results.values()),
             "blurred": config.labeler.blur_faces,
             "method": privacy.METHOD if config.labeler.blur_faces else "none (labeler.blur_faces is off)",
             "margin": config.labeler.face_margin,

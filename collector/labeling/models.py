@@ -37,6 +37,7 @@ class Hand:
 class Face:
     box: tuple[float, float, float, float]
     score: float
+    keypoints: np.ndarray | None = None  # (6, 2) frame pixels: right eye, left eye, nose, mouth, right ear, left ear
 
 
 def shipped_card(task: str) -> Path:
@@ -147,8 +148,16 @@ class FaceDetector:
     def __init__(self, detector: SsdDetector):
         self.detector = detector
 
-    def detect(self, frames: list[np.ndarray]) -> list[list[Face]]:
-        return [[Face(tuple(float(v) for v in row[:4]), float(row[4])) for row in rows] for rows in self.detector.detect(frames)]
+    @property
+    def threshold(self) -> float:
+        return self.detector.threshold
+
+    def detect(self, frames: list[np.ndarray], threshold: float | None = None) -> list[list[Face]]:
+        """Faces per RGB frame scoring at least `threshold` (the card's by default)."""
+        return [
+            [Face(tuple(float(v) for v in row[:4]), float(row[4]), row[5:].reshape(-1, 2) if len(row) > 5 else None) for row in rows]
+            for rows in self.detector.detect(frames, threshold)
+        ]
 
 
 class Classifier:

@@ -59,30 +59,7 @@ def decide(facts: dict, policy: PolicyConfig) -> list[Reason]:
     for name, c in cameras.items():
         if not c.get("sampled_frames"):
             continue
-        sharp, luma = c.get("sharpness") or 0.0, c.get("luma_mean") or 0.0
-        if sharp < policy.min_sharpness:
-            reasons.append(
-                Reason(
-                    "blurry",
-                    f"too blurry{where(name)}: sharpness {sharp:.0f} < {policy.min_sharpness:g} (variance of the Laplacian)",
-                    sharp,
-                    policy.min_sharpness,
-                )
-            )
-        if luma < policy.min_luma:
-            reasons.append(Reason("too_dark", f"too dark{where(name)}: mean luma {luma:.0f} < {policy.min_luma:g}", luma, policy.min_luma))
-        if luma > policy.max_luma:
-            reasons.append(Reason("too_bright", f"too bright{where(name)}: mean luma {luma:.0f} > {policy.max_luma:g}", luma, policy.max_luma))
-        frozen = c.get("frozen_fraction") or 0.0
-        if frozen > policy.max_frozen_fraction:
-            reasons.append(
-                Reason(
-                    "frozen",
-                    f"frozen video{where(name)}: {_pct(frozen)} of frames repeat the one before (limit {_pct(policy.max_frozen_fraction)})",
-                    frozen,
-                    policy.max_frozen_fraction,
-                )
-            )
+        reasons += _picture(c, where(name), policy)
     for name, s in facts.get("streams", {}).items():
         for key, limit_name, code, sentence in _STREAM_LIMITS:
             value, limit = s.get(key, 0.0), getattr(policy, limit_name)
@@ -105,6 +82,62 @@ def decide(facts: dict, policy: PolicyConfig) -> list[Reason]:
             )
         )
     return reasons
+
+
+def _picture(c: dict, where: str, policy: PolicyConfig) -> list[Reason]:
+    """Sharpness, exposure and freezes of one camera; at most one reason for each."""
+    out = []
+    blur = c.get("edge_blur_px")
+    if blur is not None and blur > policy.max_edge_blur_px:
+        out.append(
+            Reason(
+                "blurry",
+                f"too blurry{where}: edges are smeared over {blur:.1f} px at 480 px wide (limit {policy.max_edge_blur_px:g} px)",
+                blur,
+                policy.max_edge_blur_px,
+            )
+        )
+    luma = c.get("luma_mean") or 0.0
+    dark, bright = c.get("underexposed_fraction") or 0.0, c.get("overexposed_fraction") or 0.0
+    hands_bright = c.get("hands_overexposed_fraction") or 0.0
+    if luma < policy.min_luma:
+        out.append(Reason("too_dark", f"too dark{where}: mean luma {luma:.0f} < {policy.min_luma:g}", luma, policy.min_luma))
+    elif dark > policy.max_underexposed_fraction:
+        out.append(
+            Reason("too_dark", f"too dark{where}: {_pct(dark)} of the picture is crushed to black (limit {_pct(policy.max_underexposed_fraction)})", dark, policy.max_underexposed_fraction)
+        )
+    if luma > policy.max_luma:
+        out.append(Reason("too_bright", f"too bright{where}: mean luma {luma:.0f} > {policy.max_luma:g}", luma, policy.max_luma))
+    elif c.get("hands_overexposed_fraction") is not None and hands_bright > policy.max_hands_overexposed_fraction:
+        out.append(
+            Reason(
+                "too_bright",
+                f"over-exposed hands{where}: {_pct(hands_bright)} of the hands is blown out to white (limit {_pct(policy.max_hands_overexposed_fraction)})",
+                hands_bright,
+                policy.max_hands_overexposed_fraction,
+            )
+        )
+    elif c.get("hands_overexposed_fraction") is None and bright > policy.max_overexposed_fraction:
+        # Where hands were seen, their own pixels decide (a white backdrop behind well-exposed hands is fine).
+        out.append(
+            Reason(
+                "too_bright",
+                f"over-exposed{where}: {_pct(bright)} of the picture is blown out to white (limit {_pct(policy.max_overexposed_fraction)})",
+                bright,
+                policy.max_overexposed_fraction,
+            )
+        )
+    frozen = c.get("frozen_fraction") or 0.0
+    if frozen > policy.max_frozen_fraction:
+        out.append(
+            Reason(
+                "frozen",
+                f"frozen video{where}: {_pct(frozen)} of frames repeat the one before (limit {_pct(policy.max_frozen_fraction)})",
+                frozen,
+                policy.max_frozen_fraction,
+            )
+        )
+    return out
 
 
 def decision(reasons: list[Reason]) -> dict:

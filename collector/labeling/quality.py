@@ -8,48 +8,139 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-# A frame counts as a repeat of the one before when its thumbnail differs by less than this mean grey level:
-# a frozen or duplicating camera repeats frames exactly, while a live sensor's noise never does.
-FROZEN_DIFF = 0.15
-_THUMB = (160, 120)
-DARK, BRIGHT = 16, 235
+# A frame repeats the one before when almost none of its pixels changed at all. A live camera's sensor noise
+# changes a few percent of pixels by a grey level or more even in a still room after encoding (0.8-2% at a
+# noise of 0.7 grey levels through mp4v); a frozen camera's repeated frame re-encoded changes ~0.1%, more only
+# where the encoder refines a block. Compared on a subsampled frame (nearest pixel, so noise is kept).
+FROZEN_CHANGED = 0.005
+_FREEZE_WIDTH = 320
+# Clipped pixels: at or beyond these grey levels detail is gone.
+DARK, BRIGHT = 8, 247
+# Edge blur is given in pixels of the frame scaled to this long side, so a 4K and a VGA frame of one scene
+# read alike; it is measured at _BLUR_SIDE (fewer pixels, the same answer for any blur that matters).
+SHARPNESS_SIDE = 480
+_BLUR_SIDE = 384
+_COARSE_SIGMA = 2.0
+MAX_BLUR_PX = 50.0
+# Directional derivatives every 22.5 degrees: motion blur smears one direction only.
+_DIRECTIONS = tuple((math.cos(math.pi * k / 8), math.sin(math.pi * k / 8)) for k in range(8))
+
+
+def edge_blur(grey: np.ndarray) -> float | None:
+    """How far the strongest edges are smeared, in pixels of the frame scaled to 480 px on its long side, in
+    the direction where they are smeared most; independent of the edges' contrast and of the resolution.
+
+    At the 2% strongest edges of each of 8 directions, the fine-scale derivative is compared with the derivative
+    after a further gaussian blur of sigma 2 px: for an edge already blurred by sigma s their ratio is about
+    sqrt(s^2 + 4) / s, so s = 2 / sqrt(ratio^2 - 1). A crisp edge reads under 2 px, a soft but usable picture
+    2-3 px, defocus and motion blur more (motion blur smears one direction only, hence the worst direction).
+    None for a frame without edges to judge (a blank wall, black)."""
+    h, w = grey.shape[:2]
+    long_side = max(h, w)
+    scale = min(1.0, _BLUR_SIDE / long_side)
+    if scale < 1.0:
+        grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    fine = grey.astype(np.float32)
+    coarse = cv2.GaussianBlur(fine, (0, 0), _COARSE_SIGMA)
+    fx, fy = cv2.Sobel(fine, cv2.CV_32F, 1, 0, ksize=1), cv2.Sobel(fine, cv2.CV_32F, 0, 1, ksize=1)
+    cx, cy = cv2.Sobel(coarse, cv2.CV_32F, 1, 0, ksize=1), cv2.Sobel(coarse, cv2.CV_32F, 0, 1, ksize=1)
+    worst = math.inf
+    for cos, sin in _DIRECTIONS:
+        c = np.abs(cx * cos + cy * sin)
+        edge = float(np.percentile(c[::2, ::2], 98))
+        if edge < 1.0:  # under one grey level per pixel across the strongest edges: nothing to judge
+            return None
+        strong = c >= edge
+        worst = min(worst, float(np.abs(fx * cos + fy * sin)[strong].mean() / c[strong].mean()))
+    blur = _COARSE_SIGMA / math.sqrt(max(worst * worst - 1, 1e-6))
+    # A smaller frame's smear counts for more; a larger one was measured after scaling down.
+    return round(min(MAX_BLUR_PX, blur * SHARPNESS_SIDE / (long_side * scale)), 3)
+
+
+def clipped(grey: np.ndarray) -> tuple[float, float]:
+    """Fractions of pixels crushed to black and blown to white."""
+    n = max(1, grey.size)
+    return float(np.count_nonzero(grey <= DARK)) / n, float(np.count_nonzero(grey >= BRIGHT)) / n
 
 
 @dataclass
 class PictureQuality:
-    """Every decoded frame feeds the freeze check; sampled frames feed sharpness and exposure."""
+    """Every decoded frame feeds the freeze check; sampled frames feed sharpness and exposure; hand regions of
+    sampled frames feed the hands' own exposure."""
 
     frames: int = 0
     frozen: int = 0
-    sharpness: list[float] = field(default_factory=list)
+    blur: list[float] = field(default_factory=list)
     luma: list[float] = field(default_factory=list)
     dark: list[float] = field(default_factory=list)
     bright: list[float] = field(default_factory=list)
+    hand_dark: list[float] = field(default_factory=list)
+    hand_bright: list[float] = field(default_factory=list)
     _previous: np.ndarray | None = None
 
-    def add_frame(self, grey: np.ndarray) -> None:
-        thumb = cv2.resize(grey, _THUMB, interpolation=cv2.INTER_AREA).astype(np.int16)
-        if self._previous is not None and thumb.shape == self._previous.shape and float(np.abs(thumb - self._previous).mean()) < FROZEN_DIFF:
+    def add_frame(self, grey: np.ndarray, repeated: bool = False) -> None:
+        """`repeated`: the capture times say this frame is no new picture (delivered twice, or stalled)."""
+        h, w = grey.shape[:2]
+        small = grey if w <= _FREEZE_WIDTH else cv2.resize(grey, (_FREEZE_WIDTH, max(1, round(h * _FREEZE_WIDTH / w))), interpolation=cv2.INTER_NEAREST)
+        if self._previous is not None and small.shape == self._previous.shape:
+            # Only pixels with detail can change: a blown-out or black frame says nothing about freezing.
+            live = cv2.inRange(self._previous, DARK + 1, BRIGHT - 1)
+            judged = cv2.countNonZero(live)
+            changed = cv2.countNonZero(cv2.bitwise_and(cv2.absdiff(small, self._previous), live))
+            if repeated or (judged >= 0.05 * small.size and changed < FROZEN_CHANGED * judged):
+                self.frozen += 1
+        elif self._previous is not None and repeated:
             self.frozen += 1
-        self._previous = thumb
+        self._previous = small
         self.frames += 1
 
     def add_sample(self, grey: np.ndarray) -> None:
-        self.sharpness.append(float(cv2.Laplacian(grey, cv2.CV_64F).var()))
+        blur = edge_blur(grey)
+        if blur is not None:
+            self.blur.append(blur)
         self.luma.append(float(grey.mean()))
-        self.dark.append(float((grey < DARK).mean()))
-        self.bright.append(float((grey > BRIGHT).mean()))
+        dark, bright = clipped(grey)
+        self.dark.append(dark)
+        self.bright.append(bright)
+
+    def add_hands(self, grey: np.ndarray, boxes) -> None:
+        """Exposure inside the hands' boxes of a sampled frame: blown-out hands are lost even in a well-lit frame."""
+        h, w = grey.shape[:2]
+        for x1, y1, x2, y2 in boxes:
+            region = grey[max(0, int(y1)) : min(h, int(math.ceil(y2))), max(0, int(x1)) : min(w, int(math.ceil(x2)))]
+            if region.size >= 64:
+                dark, bright = clipped(region)
+                self.hand_dark.append(dark)
+                self.hand_bright.append(bright)
 
     def summary(self) -> dict:
+        def mean(values: list[float]) -> float | None:
+            return round(float(np.mean(values)), 4) if values else None
+
         return {
             "frames": self.frames,
             "sampled_frames": len(self.luma),
             "frozen_fraction": round(self.frozen / max(1, self.frames - 1), 4),
-            "sharpness": round(float(np.median(self.sharpness)), 2) if self.sharpness else None,
+            "edge_blur_px": round(float(np.median(self.blur)), 3) if self.blur else None,
             "luma_mean": round(float(np.mean(self.luma)), 2) if self.luma else None,
-            "underexposed_fraction": round(float(np.mean(self.dark)), 4) if self.dark else None,
-            "overexposed_fraction": round(float(np.mean(self.bright)), 4) if self.bright else None,
+            "underexposed_fraction": mean(self.dark),
+            "overexposed_fraction": mean(self.bright),
+            "hands_underexposed_fraction": mean(self.hand_dark),
+            "hands_overexposed_fraction": mean(self.hand_bright),
         }
+
+
+def repeated_frames(capture_ns: list[int]) -> list[bool]:
+    """Per frame, whether its capture time says it is no new picture: it came less than a quarter of the usual
+    frame interval after the one before (a source delivering one picture twice, or a stalled clock)."""
+    if len(capture_ns) < 3:
+        return [False] * len(capture_ns)
+    steps = np.diff(np.asarray(capture_ns, dtype=np.int64))
+    moving = steps[steps > 0]
+    if not len(moving):
+        return [False] + [True] * len(steps)
+    usual = float(np.median(moving))
+    return [False] + [bool(step < usual / 4) for step in steps]
 
 
 def stream_quality(manifest: dict) -> dict:
@@ -91,7 +182,9 @@ def hand_motion(tracks: list[tuple[float, list[np.ndarray]]], width: int) -> dic
 
 def quality_score(hands: float, picture: dict, streams: dict, policy) -> float:
     """0..1 for the reward: a weighted geometric mean, so one bad aspect pulls the score down hard."""
-    sharp = min(1.0, (picture.get("sharpness") or 0.0) / max(1e-9, 3 * policy.min_sharpness)) if policy.min_sharpness else 1.0
+    # Full marks up to half the blur limit, 3/4 at the limit, falling beyond it.
+    blur = picture.get("edge_blur_px")
+    sharp = 1.0 if blur is None else min(1.0, max(0.05, 1.25 - blur / (2 * policy.max_edge_blur_px)))
     luma = picture.get("luma_mean") or 0.0
     margin = min(luma - policy.min_luma, policy.max_luma - luma)
     exposure = max(0.0, min(1.0, margin / 30.0)) * (1 - (picture.get("underexposed_fraction") or 0) - (picture.get("overexposed_fraction") or 0))

@@ -237,7 +237,17 @@ def write_bundle(clips_dir: Path, clip: Clip, key) -> Path:
         pa.table({"camera": ["cam"] * len(times), "frame_index": pa.array(range(len(times)), pa.int64()), "capture_ns": pa.array(times, pa.int64())}),
         partial / FRAMES,
     )
-    stream = {"name": "cam", "kind": "camera", "source": clip.name, "count": len(clip.frames), "dropped": 0, "late": 0, "lost": 0, "parse_errors": {}, "gaps": []}
+    stream = {
+        "name": "cam",
+        "kind": "camera",
+        "source": clip.name,
+        "count": len(clip.frames),
+        "dropped": 0,
+        "late": 0,
+        "lost": 0,
+        "parse_errors": {},
+        "gaps": [],
+    }
     manifest = {
         "clip_id": clip_id,
         "device_id": key.address,
@@ -325,7 +335,18 @@ def evaluate(labeler: Labeler, config, key, clips: list[Clip], args) -> int:
         accepted = manifest["decision"]["accepted"]
         right_reason = bad and not accepted and clip.expect in codes and set(codes) <= {clip.expect} | ALSO.get(clip.expect, set())
         correct = (not bad and accepted) or right_reason
-        rows.append({"clip": clip.name, "category": clip.category, "expect": clip.expect, "accepted": accepted, "reasons": codes, "correct": correct, "bad": bad, "good": clip.good})
+        rows.append(
+            {
+                "clip": clip.name,
+                "category": clip.category,
+                "expect": clip.expect,
+                "accepted": accepted,
+                "reasons": codes,
+                "correct": correct,
+                "bad": bad,
+                "good": clip.good,
+            }
+        )
         rows[-1].update(
             {
                 "face_frames": clip_face,

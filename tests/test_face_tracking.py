@@ -27,8 +27,8 @@ def hand_at(x: float, y: float, size: float = 80.0) -> np.ndarray:
     return np.array([x, y]) + rng.uniform(0, size, (21, 2))
 
 
-def track(frames, fps=30.0, config=TrackerConfig()):
-    tracker = FaceTracker(fps, 640, 480, config)
+def track(frames, fps=30.0, config=None):
+    tracker = FaceTracker(fps, 640, 480, config or TrackerConfig())
     out = [tracker.update(i, faces, hands) for i, (faces, hands) in enumerate(frames)]
     for index, box in tracker.take_backfill():
         out[index].append(box)

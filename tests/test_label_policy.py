@@ -53,7 +53,11 @@ def test_a_good_clip_is_accepted():
         ({"camera": {"luma_mean": 23.0}}, "too_dark", "too dark: mean luma 23 < 40"),
         ({"camera": {"luma_mean": 240.0}}, "too_bright", "too bright: mean luma 240 > 220"),
         ({"camera": {"edge_blur_px": 5.2}}, "blurry", "too blurry: edges are smeared over 5.2 px at 480 px wide (limit 3.2 px)"),
-        ({"camera": {"overexposed_fraction": 0.52, "hands_overexposed_fraction": None}}, "too_bright", "over-exposed: 52% of the picture is blown out to white (limit 40%)"),
+        (
+            {"camera": {"overexposed_fraction": 0.52, "hands_overexposed_fraction": None}},
+            "too_bright",
+            "over-exposed: 52% of the picture is blown out to white (limit 40%)",
+        ),
         ({"camera": {"hands_overexposed_fraction": 0.61}}, "too_bright", "over-exposed hands: 61% of the hands is blown out to white (limit 30%)"),
         ({"camera": {"underexposed_fraction": 0.7}}, "too_dark", "too dark: 70% of the picture is crushed to black (limit 50%)"),
         ({"camera": {"frozen_fraction": 0.35}}, "frozen", "35% of frames repeat the one before"),

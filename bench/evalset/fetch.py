@@ -66,10 +66,7 @@ def source_file(source: dict, cache: Path, mirror: Path | None = None) -> Path:
     data = _read(source, mirror)
     got = _sha256(data)
     if got != source["sha256"]:
-        raise SourceError(
-            f"source {source['id']!r} ({source['repo']}@{source['commit'][:12]}:{source['path']}): "
-            f"sha256 {got} != recorded {source['sha256']}"
-        )
+        raise SourceError(f"source {source['id']!r} ({source['repo']}@{source['commit'][:12]}:{source['path']}): sha256 {got} != recorded {source['sha256']}")
     cache.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".part")
     tmp.write_bytes(data)

@@ -104,7 +104,12 @@ def _picture(c: dict, where: str, policy: PolicyConfig) -> list[Reason]:
         out.append(Reason("too_dark", f"too dark{where}: mean luma {luma:.0f} < {policy.min_luma:g}", luma, policy.min_luma))
     elif dark > policy.max_underexposed_fraction:
         out.append(
-            Reason("too_dark", f"too dark{where}: {_pct(dark)} of the picture is crushed to black (limit {_pct(policy.max_underexposed_fraction)})", dark, policy.max_underexposed_fraction)
+            Reason(
+                "too_dark",
+                f"too dark{where}: {_pct(dark)} of the picture is crushed to black (limit {_pct(policy.max_underexposed_fraction)})",
+                dark,
+                policy.max_underexposed_fraction,
+            )
         )
     if luma > policy.max_luma:
         out.append(Reason("too_bright", f"too bright{where}: mean luma {luma:.0f} > {policy.max_luma:g}", luma, policy.max_luma))

@@ -48,7 +48,7 @@ ALSO = {
     "too_dark": {"no_hands", "blurry"},
     "too_bright": {"no_hands", "blurry"},
     "blurry": {"no_hands"},
-    "frozen": set(),
+    "frozen": {"no_hands"},  # the repeated picture may be one without hands
     "no_hands": {"face_unblurrable"},
     "face_unblurrable": set(),
 }

@@ -237,7 +237,7 @@ class Labeler:
             for k, index in enumerate(indices):
                 result.hand_counts.append(len(hands[k]))
                 result.tracks.append((index / result.fps, [h.landmarks for h in hands[k]]))
-                result.picture.add_hands(greys.pop(index), [h.box for h in hands[k]])
+                result.picture.add_hands(greys.pop(index), [h.landmarks for h in hands[k]])
                 faces_at[index] = faces[k]
                 hands_at[index] = [h.landmarks for h in hands[k]]
                 sampled.append(index)
@@ -271,16 +271,16 @@ class Labeler:
                 at = bisect.bisect_left(sampled, frames[0][0])
                 before = sampled[at - 1] if at > 0 else None
                 found = detect_between(frames, before, after)
-                for index, _ in frames:
+                for index, frame in frames:
                     nearest = min((s for s in (before, after) if s is not None), key=lambda s: abs(s - index), default=None)
-                    boxes[index] = tracker.update(index, found.get(index), hands_at.get(nearest, []))
+                    boxes[index] = tracker.update(index, found.get(index), hands_at.get(nearest, []), frame)
 
             for index, frame in ready:
                 if faces_at.get(index) is not None and index in hands_at:
                     if gap:
                         follow(gap, index)
                         gap = []
-                    boxes[index] = tracker.update(index, faces_at[index], hands_at[index])
+                    boxes[index] = tracker.update(index, faces_at[index], hands_at[index], frame)
                 else:
                     gap.append((index, frame))
             if gap:

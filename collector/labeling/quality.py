@@ -103,15 +103,16 @@ class PictureQuality:
         self.dark.append(dark)
         self.bright.append(bright)
 
-    def add_hands(self, grey: np.ndarray, boxes) -> None:
-        """Exposure inside the hands' boxes of a sampled frame: blown-out hands are lost even in a well-lit frame."""
-        h, w = grey.shape[:2]
-        for x1, y1, x2, y2 in boxes:
-            region = grey[max(0, int(y1)) : min(h, int(math.ceil(y2))), max(0, int(x1)) : min(w, int(math.ceil(x2)))]
-            if region.size >= 64:
-                dark, bright = clipped(region)
-                self.hand_dark.append(dark)
-                self.hand_bright.append(bright)
+    def add_hands(self, grey: np.ndarray, hands: list[np.ndarray]) -> None:
+        """Exposure inside the outline of each hand's landmarks on a sampled frame: blown-out hands are lost
+        even in a well-lit frame, while a white backdrop around well-exposed hands is fine."""
+        for landmarks in hands:
+            mask = np.zeros(grey.shape[:2], np.uint8)
+            cv2.fillConvexPoly(mask, cv2.convexHull(landmarks.astype(np.int32)), 255)
+            area = cv2.countNonZero(mask)
+            if area >= 64:
+                self.hand_dark.append(cv2.countNonZero(cv2.bitwise_and(cv2.inRange(grey, 0, DARK), mask)) / area)
+                self.hand_bright.append(cv2.countNonZero(cv2.bitwise_and(cv2.inRange(grey, BRIGHT, 255), mask)) / area)
 
     def summary(self) -> dict:
         def mean(values: list[float]) -> float | None:

@@ -6,9 +6,9 @@ and misses a turned face now and then; a track is how both are told apart from a
 - A track starts at a detection scoring at least `start` whose keypoints form a face (eyes, nose and mouth
   inside its box, the mouth below the eyes), and continues with detections down to `keep` that overlap it.
 - Every detection is checked against the confirmed hands of the nearest sampled frame: when its eyes, nose
-  and mouth lie inside a hand's outline it is the hand, not a face, and it counts for nothing. A track is
+  and mouth lie inside a hand's outline (with the wrist) it is the hand, not a face, and it counts for nothing. A track is
   blurred once its detections off the hands reach a face's score and persist (or one is sure), and while they
-  outnumber those on a hand.
+  outnumber those on a hand. Below `sure`, a detection must also show skin in its middle (plates, mugs, fur).
 - A face the model loses for a moment keeps its last box for `hold_s` (privacy errs toward blurring a face),
   grown by the distance it was moving.
 """
@@ -29,6 +29,7 @@ class TrackerConfig:
     start: float = 0.6  # score a detection needs to start a track
     keep: float = 0.35  # score a detection needs to continue one
     sure: float = 0.8  # score at which one detection is enough to blur
+    skin: float = 0.25  # below `sure`, a detection counts only if this much of its middle is skin-coloured
     hold_s: float = 0.5  # a lost face stays blurred this long
     margin: float = 0.25  # blurred area around a face box, as a fraction of its size on each side
 
@@ -67,17 +68,40 @@ def face_shaped(box: Sequence[float], keypoints: np.ndarray | None) -> bool:
     return bool(inside.all()) and float(np.linalg.norm(inner[3] - eyes)) >= 0.15 * h
 
 
+def skin_fraction(frame: np.ndarray, box: Sequence[float]) -> float:
+    """Share of skin-coloured pixels (YCrCb: Cr 133-180, Cb 77-135, not black) in the middle 60% of a box of a
+    BGR frame. The face model also fires on plates, mugs and fur; a face of any complexion shows skin there."""
+    x1, y1, x2, y2 = box
+    dx, dy = 0.2 * (x2 - x1), 0.2 * (y2 - y1)
+    h, w = frame.shape[:2]
+    region = frame[max(0, int(y1 + dy)) : min(h, int(y2 - dy)), max(0, int(x1 + dx)) : min(w, int(x2 - dx))]
+    if region.size == 0:
+        return 0.0
+    ycrcb = cv2.cvtColor(region, cv2.COLOR_BGR2YCrCb)
+    return cv2.countNonZero(cv2.inRange(ycrcb, (30, 133, 77), (255, 180, 135))) / (region.shape[0] * region.shape[1])
+
+
+def hand_outline(landmarks: np.ndarray) -> np.ndarray:
+    """The hand's 21 landmarks and, where there are 21, the start of the forearm (beyond the wrist, away from
+    the middle finger's base): the face model fires on wrists and cuffs too."""
+    points = landmarks.astype(np.float32)
+    if len(points) == 21:
+        wrist, middle = points[0], points[9]
+        points = np.vstack([points, wrist + 0.6 * (wrist - middle)])
+    return cv2.convexHull(points)
+
+
 def on_a_hand(keypoints: np.ndarray | None, box: Sequence[float], hands: Sequence[np.ndarray]) -> bool:
     """Whether a face detection is a hand: at least three of its eyes, nose and mouth (or its centre when the
-    model gives no keypoints) inside the outline of a hand's 21 landmarks, enlarged by a tenth of its size."""
+    model gives no keypoints) inside a hand's outline enlarged by a fifth of the hand's size."""
     if not hands:
         return False
     points = keypoints[:4] if keypoints is not None and len(keypoints) >= 4 else np.array([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]])
     need = 3 if len(points) >= 4 else 1
     for landmarks in hands:
-        hull = cv2.convexHull(landmarks.astype(np.float32))
+        hull = hand_outline(landmarks)
         size = float(np.ptp(landmarks, axis=0).max())
-        inside = sum(cv2.pointPolygonTest(hull, (float(x), float(y)), True) >= -0.1 * size for x, y in points)
+        inside = sum(cv2.pointPolygonTest(hull, (float(x), float(y)), True) >= -0.2 * size for x, y in points)
         if inside >= need:
             return True
     return False
@@ -110,16 +134,19 @@ class FaceTracker:
         self.tracks: list[_Track] = []
         self.rejected_as_hands = 0  # detections not blurred because they were a hand
         self._backfill: list[tuple[int, Box]] = []
+        self._frame: np.ndarray | None = None
 
     @property
     def active(self) -> bool:
         return bool(self.tracks)
 
-    def update(self, index: int, faces: Sequence | None, hands: Sequence[np.ndarray]) -> list[Box]:
+    def update(self, index: int, faces: Sequence | None, hands: Sequence[np.ndarray], frame: np.ndarray | None = None) -> list[Box]:
         """`faces`: this frame's detections (objects with .box, .score, .keypoints) at the `keep` threshold, or
         None when the model did not look at this frame; `hands`: landmarks (21, 2) of the nearest sampled frame's
-        hands. Returns the boxes (margin included) to blur in this frame."""
+        hands; `frame`: the BGR frame, for the skin check of detections below `sure`. Returns the boxes (margin
+        included) to blur in this frame."""
         if faces is not None:
+            self._frame = frame
             self._match(index, faces, hands)
         self.tracks = [t for t in self.tracks if index - t.last <= self.hold]
         boxes = []
@@ -176,7 +203,8 @@ class FaceTracker:
             self.rejected_as_hands += 1
         else:
             track.hits += 1
-            track.best = max(track.best, face.score)
+            if face.score >= self.config.sure or self._frame is None or skin_fraction(self._frame, face.box) >= self.config.skin:
+                track.best = max(track.best, face.score)
 
     def _expand(self, box: np.ndarray) -> Box:
         x1, y1, x2, y2 = box

@@ -86,7 +86,7 @@ nominal_rate = 500.0
 # As `knack tui --demo`: half of the looping sample is a cross-fade and a photo with lines drawn over the
 # hands, which the default thresholds rightly reject; these let most clips go all the way to the chain.
 min_hand_fraction = 0.2
-min_sharpness = 30.0
+max_edge_blur_px = 4.0
 """
 
 

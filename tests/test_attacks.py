@@ -40,7 +40,18 @@ pytestmark = pytest.mark.skipif(not (ARTIFACTS / "ClipRegistry.json").exists(), 
 FPS = 30.0
 WINDOWS = ((0, 75), (75, 150), (150, 210))  # three distinct 2-2.5 s stretches of the sample: three honest clips
 # The policy a lax device runs: it accepts anything at all.
-LAX = PolicyConfig(min_duration_s=0, min_hand_fraction=0, min_sharpness=0, min_luma=0, max_luma=255, max_frozen_fraction=1, max_face_area=1)
+LAX = PolicyConfig(
+    min_duration_s=0,
+    min_hand_fraction=0,
+    max_edge_blur_px=50,
+    min_luma=0,
+    max_luma=255,
+    max_underexposed_fraction=1,
+    max_overexposed_fraction=1,
+    max_hands_overexposed_fraction=1,
+    max_frozen_fraction=1,
+    max_face_area=1,
+)
 
 
 def new_key(seed: str) -> DeviceKey:

@@ -355,7 +355,7 @@ def test_with_the_chain_or_ipfs_down_it_keeps_recording_into_the_outbox_and_says
         config,
         storage=dataclasses.replace(config.storage, **nowhere),
         labeler=dataclasses.replace(config.labeler, label_on_record=True),
-        policy=dataclasses.replace(config.policy, min_hand_fraction=0.0, min_sharpness=0.0, max_sample_loss_fraction=1.0, max_frame_drop_fraction=1.0),
+        policy=dataclasses.replace(config.policy, min_hand_fraction=0.0, max_edge_blur_px=50.0, max_sample_loss_fraction=1.0, max_frame_drop_fraction=1.0),
     )
     # The device knows its network from an earlier contact (its saved deployment): clips are signed for it.
     from storage.ledger.base import Deployment

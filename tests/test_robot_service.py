@@ -108,7 +108,7 @@ def robot_setup(tmp_path, simulator):
             # Every clip is accepted on the device, so every one must reach the chain: the flow is under test, not the policy.
             "policy": {
                 "min_hand_fraction": 0.0,
-                "min_sharpness": 0.0,
+                "max_edge_blur_px": 50.0,
                 "max_frame_drop_fraction": 0.5,
                 "max_sample_loss_fraction": 0.5,
                 "max_gap_s": 30.0,

@@ -60,7 +60,7 @@ def bench_config(tmp_path, simulator):
                 # moment of the sample must be able to go all the way to a reward.
                 "policy": {
                     "min_hand_fraction": 0.0,
-                    "min_sharpness": 0.0,
+                    "max_edge_blur_px": 50.0,
                     "max_face_area": 1.0,
                     "max_frame_drop_fraction": 0.5,
                     "max_sample_loss_fraction": 0.5,

@@ -245,15 +245,11 @@ class Labeler:
                     result.extra[m].append(scores[k])
 
         def detect_between(frames: list[tuple[int, np.ndarray]], before: int | None, after: int | None) -> dict[int, list]:
-            """Faces on frames between two samples: on every one when a face is near (a track is alive, or
-            either sample saw a face candidate), else on the middle one as a probe, and on all if it finds one."""
-            near = tracker.active or bool(faces_at.get(before)) or bool(faces_at.get(after))
-            if not near:
-                middle = frames[len(frames) // 2]
-                probe = self.models.faces.detect([cv2.cvtColor(middle[1], cv2.COLOR_BGR2RGB)], keep)[0]
-                result.privacy.frames_searched += 1
-                if not probe:
-                    return {middle[0]: probe}
+            """Faces on every frame between two samples when a face is near (a track is alive, or either sample
+            saw a candidate): a face that comes into view between samples and stays to the next one is caught
+            from its first frame. Only a face in view for less than one sampling interval can pass unseen."""
+            if not (tracker.active or faces_at.get(before) or faces_at.get(after)):
+                return {}
             found = self.models.faces.detect([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for _, f in frames], keep)
             result.privacy.frames_searched += len(frames)
             return {index: faces for (index, _), faces in zip(frames, found)}

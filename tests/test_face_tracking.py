@@ -93,3 +93,17 @@ def test_on_a_hand_needs_eyes_nose_and_mouth_inside_the_hand():
     assert not on_a_hand(inside.keypoints, inside.box, [])
     far = face(400, 400)
     assert not on_a_hand(far.keypoints, far.box, [hand])
+
+
+def test_a_middling_detection_counts_only_when_a_second_model_calls_it_a_face():
+    plate = [([face(100, 100, score=0.7)], [])] * 10
+    tracker = FaceTracker(30.0, 640, 480, TrackerConfig())
+    refused = [tracker.update(i, faces, hands, verify=lambda box: 0.4) for i, (faces, hands) in enumerate(plate)]
+    assert not any(refused)
+    assert 1 <= tracker.verifications <= 10  # asked only while the track is not yet at a face's score
+    tracker = FaceTracker(30.0, 640, 480, TrackerConfig())
+    confirmed = [tracker.update(i, faces, hands, verify=lambda box: 0.9) for i, (faces, hands) in enumerate(plate)]
+    assert all(confirmed[1:])
+    assert tracker.verifications == 1
+    sure = FaceTracker(30.0, 640, 480, TrackerConfig())
+    assert sure.update(0, [face(100, 100, score=0.95)], [], verify=lambda box: 0.0)  # a sure detection needs no second opinion

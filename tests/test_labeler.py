@@ -101,6 +101,22 @@ def test_the_face_is_blurred_and_the_rest_of_the_picture_is_not(make_clip, label
     assert models.faces.detect([cv2.cvtColor(blurred[0], cv2.COLOR_BGR2RGB)])[0] == [] or manifest_of(clip)["privacy"]["faces"] >= 1
 
 
+def test_a_face_that_comes_into_view_is_blurred_from_its_first_frame_and_frames_before_are_kept(make_clip, labeler):
+    rng = np.random.default_rng(3)
+    empty = [np.clip(110 + rng.normal(0, 3, (480, 640, 3)), 0, 255).astype(np.uint8) for _ in range(17)]
+    frames = empty + person(19)
+    clip = make_clip(frames)
+    original = read_video(clip / "video.mp4")
+    labeler().label(clip)
+    blurred = read_video(clip / "video.mp4")
+    assert len(blurred) == len(original) == 36
+    # The frames before the face are decoded again and re-encoded: only the re-encoding may differ.
+    assert max(np.abs(b.astype(int) - o.astype(int)).mean() for b, o in zip(blurred[:17], original[:17])) < 4.0
+    # Every frame with the face is blurred, from the first, though the models sample only 4 frames a second.
+    assert manifest_of(clip)["privacy"]["frames_blurred"] == 19
+    assert manifest_of(clip)["privacy"]["frames_searched"] > 0
+
+
 def test_nothing_is_found_where_there_is_nothing(make_clip, labeler):
     rng = np.random.default_rng(7)
     frames = [np.clip(110 + rng.normal(0, 3, (480, 640, 3)), 0, 255).astype(np.uint8) for _ in range(20)]

@@ -82,7 +82,7 @@ def test_shipped_cards_match_their_models():
     for task in SHIPPED:
         assert load_card(shipped_card(task)).task == task
     cards = sorted(MODELS_DIR.glob("*.toml"))
-    assert len(cards) == 4  # the short-range face model ships too, for close-up cameras (labeler.face_card)
+    assert len(cards) == 4  # the short-range face model ships too: it verifies face candidates (and serves close-up cameras)
     for path in cards:
         card = load_card(path)
         assert card.licence == "Apache-2.0" and "mediapipe 0.10.14" in card.source

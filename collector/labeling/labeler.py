@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import json
 import logging
 import shutil
@@ -104,6 +105,19 @@ def _check_complete(video: Path, frames: int) -> None:
     capture.release()
     if written != frames:
         raise LabelError(f"the blurred video holds {written} of {frames} frames (disk full?): the clip keeps its original video and stays unlabeled")
+
+
+def _copy_frames(path: Path, writer, count: int) -> None:
+    """The first `count` frames of the video, decoded again, into the writer: the frames before the first face."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        for _ in range(count):
+            ok, frame = capture.read()
+            if not ok:
+                raise LabelError(f"{path} gave fewer frames on a second reading")
+            writer.write(frame)
+    finally:
+        capture.release()
 
 
 def _repeated_frames(path: Path) -> dict[str, list[bool]]:
@@ -244,6 +258,9 @@ class Labeler:
                 for m, scores in enumerate(extra):
                     result.extra[m].append(scores[k])
 
+        def verify(frame: np.ndarray, box) -> float:
+            return self.models.verifier.score(frame, box)
+
         def detect_between(frames: list[tuple[int, np.ndarray]], before: int | None, after: int | None) -> dict[int, list]:
             """Faces on every frame between two samples when a face is near (a track is alive, or either sample
             saw a candidate): a face that comes into view between samples and stays to the next one is caught
@@ -269,14 +286,14 @@ class Labeler:
                 found = detect_between(frames, before, after)
                 for index, frame in frames:
                     nearest = min((s for s in (before, after) if s is not None), key=lambda s: abs(s - index), default=None)
-                    boxes[index] = tracker.update(index, found.get(index), hands_at.get(nearest, []), frame)
+                    boxes[index] = tracker.update(index, found.get(index), hands_at.get(nearest, []), functools.partial(verify, frame))
 
             for index, frame in ready:
                 if faces_at.get(index) is not None and index in hands_at:
                     if gap:
                         follow(gap, index)
                         gap = []
-                    boxes[index] = tracker.update(index, faces_at[index], hands_at[index], frame)
+                    boxes[index] = tracker.update(index, faces_at[index], hands_at[index], functools.partial(verify, frame))
                 else:
                     gap.append((index, frame))
             if gap:
@@ -289,14 +306,15 @@ class Labeler:
                 result.blurred.append(found)
                 if found:
                     result.privacy.add_blurred(found, result.width, result.height)
-                if target is None:
-                    continue
+                if target is None or (writer is None and not found):
+                    continue  # most clips show no face: nothing is written until one must be blurred
                 if found:
                     privacy.blur(frame, found)
                 if writer is None:
                     writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), result.fps, (result.width, result.height))
                     if not writer.isOpened():
                         raise LabelError(f"cannot write the blurred video {target}")
+                    _copy_frames(path, writer, index)
                 writer.write(frame)
             result.privacy.faces_rejected_as_hands = tracker.rejected_as_hands
 

@@ -20,12 +20,12 @@ VERDICT_SETTINGS = ("sample_fps", "max_hands", "blur_faces", "face_margin")
 
 def model_cards(config: LabelerConfig) -> list[ModelCard]:
     """Every card the labeler loads, resolved as `Models` resolves them (read, not loaded: no ONNX session)."""
-    from collector.labeling.models import shipped_card
+    from collector.labeling.models import MODELS_DIR, VERIFIER, shipped_card
 
     palm = load_card(Path(config.hand_card) if config.hand_card else shipped_card("palm_detection"))
     landmarks = load_card(palm.path.parent / palm.decode["landmark_card"] if "landmark_card" in palm.decode else shipped_card("hand_landmarks"))
     faces = load_card(Path(config.face_card) if config.face_card else shipped_card("face_detection"))
-    return [palm, landmarks, faces] + [load_card(Path(p)) for p in config.extra_cards]
+    return [palm, landmarks, faces, load_card(MODELS_DIR / VERIFIER)] + [load_card(Path(p)) for p in config.extra_cards]
 
 
 def rules(config: Config) -> dict:

@@ -8,14 +8,15 @@ and misses a turned face now and then; a track is how both are told apart from a
 - Every detection is checked against the confirmed hands of the nearest sampled frame: when its eyes, nose
   and mouth lie inside a hand's outline (with the wrist) it is the hand, not a face, and it counts for nothing. A track is
   blurred once its detections off the hands reach a face's score and persist (or one is sure), and while they
-  outnumber those on a hand. Below `sure`, a detection must also show skin in its middle (plates, mugs, fur).
+  outnumber those on a hand. Below `sure`, a detection must also be a face to a second, independently trained
+  face model looking at a crop around it (plates, mugs, fur and wrists are not).
 - A face the model loses for a moment keeps its last box for `hold_s` (privacy errs toward blurring a face),
   grown by the distance it was moving.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -29,7 +30,7 @@ class TrackerConfig:
     start: float = 0.6  # score a detection needs to start a track
     keep: float = 0.35  # score a detection needs to continue one
     sure: float = 0.8  # score at which one detection is enough to blur
-    skin: float = 0.25  # below `sure`, a detection counts only if this much of its middle is skin-coloured
+    verified: float = 0.75  # below `sure`, a detection counts only if a second face model gives it this much
     hold_s: float = 0.5  # a lost face stays blurred this long
     margin: float = 0.25  # blurred area around a face box, as a fraction of its size on each side
 
@@ -66,19 +67,6 @@ def face_shaped(box: Sequence[float], keypoints: np.ndarray | None) -> bool:
     inside = (inner[:, 0] >= x1 - pad_x) & (inner[:, 0] <= x2 + pad_x) & (inner[:, 1] >= y1 - pad_y) & (inner[:, 1] <= y2 + pad_y)
     eyes = (inner[0] + inner[1]) / 2
     return bool(inside.all()) and float(np.linalg.norm(inner[3] - eyes)) >= 0.15 * h
-
-
-def skin_fraction(frame: np.ndarray, box: Sequence[float]) -> float:
-    """Share of skin-coloured pixels (YCrCb: Cr 133-180, Cb 77-135, not black) in the middle 60% of a box of a
-    BGR frame. The face model also fires on plates, mugs and fur; a face of any complexion shows skin there."""
-    x1, y1, x2, y2 = box
-    dx, dy = 0.2 * (x2 - x1), 0.2 * (y2 - y1)
-    h, w = frame.shape[:2]
-    region = frame[max(0, int(y1 + dy)) : min(h, int(y2 - dy)), max(0, int(x1 + dx)) : min(w, int(x2 - dx))]
-    if region.size == 0:
-        return 0.0
-    ycrcb = cv2.cvtColor(region, cv2.COLOR_BGR2YCrCb)
-    return cv2.countNonZero(cv2.inRange(ycrcb, (30, 133, 77), (255, 180, 135))) / (region.shape[0] * region.shape[1])
 
 
 def hand_outline(landmarks: np.ndarray) -> np.ndarray:
@@ -134,19 +122,20 @@ class FaceTracker:
         self.tracks: list[_Track] = []
         self.rejected_as_hands = 0  # detections not blurred because they were a hand
         self._backfill: list[tuple[int, Box]] = []
-        self._frame: np.ndarray | None = None
+        self._verify: Callable[[Sequence[float]], float] | None = None
+        self.verifications = 0
 
     @property
     def active(self) -> bool:
         return bool(self.tracks)
 
-    def update(self, index: int, faces: Sequence | None, hands: Sequence[np.ndarray], frame: np.ndarray | None = None) -> list[Box]:
+    def update(self, index: int, faces: Sequence | None, hands: Sequence[np.ndarray], verify: Callable[[Sequence[float]], float] | None = None) -> list[Box]:
         """`faces`: this frame's detections (objects with .box, .score, .keypoints) at the `keep` threshold, or
         None when the model did not look at this frame; `hands`: landmarks (21, 2) of the nearest sampled frame's
-        hands; `frame`: the BGR frame, for the skin check of detections below `sure`. Returns the boxes (margin
-        included) to blur in this frame."""
+        hands; `verify`: a second model's score for a box of this frame, asked of a detection below `sure` before
+        it may confirm a track. Returns the boxes (margin included) to blur in this frame."""
         if faces is not None:
-            self._frame = frame
+            self._verify = verify
             self._match(index, faces, hands)
         self.tracks = [t for t in self.tracks if index - t.last <= self.hold]
         boxes = []
@@ -203,8 +192,17 @@ class FaceTracker:
             self.rejected_as_hands += 1
         else:
             track.hits += 1
-            if face.score >= self.config.sure or self._frame is None or skin_fraction(self._frame, face.box) >= self.config.skin:
+            if face.score >= self.config.sure or (face.score > track.best and self._confirmed_by_second_model(face)):
                 track.best = max(track.best, face.score)
+
+    def _confirmed_by_second_model(self, face) -> bool:
+        """Asked only while it matters: for a detection that would lift the track to a face's score."""
+        if self._verify is None:
+            return True
+        if face.score < self.config.start:
+            return False
+        self.verifications += 1
+        return self._verify(face.box) >= self.config.verified
 
     def _expand(self, box: np.ndarray) -> Box:
         x1, y1, x2, y2 = box

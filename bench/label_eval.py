@@ -155,7 +155,9 @@ def variants(base: Clip, seed: int) -> list[Clip]:
         out.append(Clip(f"{base.name}+{kind}", category, frames, base.fps, expect, base.faces, times, good=False))
 
     derive("dark", "dark", [_noisy((f * 0.16).astype(np.uint8), rng, 1.5) for f in base.frames], "too_dark")
-    blown = [np.clip(f.astype(np.float32) * 1.9 + 40, 0, 255).astype(np.uint8) for f in base.frames]
+    # Exposure pushed until half the picture is blown out (as an auto-exposure fooled by a dark scene does).
+    gain = 250.0 / max(8.0, float(np.median(cv2.cvtColor(base.frames[0], cv2.COLOR_BGR2GRAY))))
+    blown = [np.clip(f.astype(np.float32) * gain, 0, 255).astype(np.uint8) for f in base.frames]
     derive("overexposed", "over-exposed", blown, "too_bright")
     sigma = 0.012 * side
     derive("defocus", "blur", [cv2.GaussianBlur(f, (0, 0), sigma) for f in base.frames], "blurry")

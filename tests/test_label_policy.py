@@ -38,7 +38,12 @@ def facts(**changes):
 
 
 def test_a_white_backdrop_behind_well_exposed_hands_is_not_over_exposure():
-    assert decide(facts(camera={"overexposed_fraction": 0.6, "hands_overexposed_fraction": 0.05}), PolicyConfig()) == []
+    backdrop = {"luma_mean": 200.0, "overexposed_fraction": 0.6, "hands_luma_mean": 150.0, "hands_overexposed_fraction": 0.05}
+    assert decide(facts(camera=backdrop), PolicyConfig()) == []
+    black = {"luma_mean": 28.0, "underexposed_fraction": 0.6, "hands_luma_mean": 120.0, "hands_underexposed_fraction": 0.01}
+    assert decide(facts(camera=black), PolicyConfig()) == []
+    dim_hands = dict(black, hands_luma_mean=25.0)
+    assert [r.message for r in decide(facts(camera=dim_hands), PolicyConfig())] == ["too dark: mean luma of the hands 25 < 40"]
 
 
 def test_a_good_clip_is_accepted():
@@ -50,15 +55,19 @@ def test_a_good_clip_is_accepted():
     "change, code, message",
     [
         ({"camera": {"hand_fraction": 0.18}}, "no_hands", "no hands in 82% of frames"),
-        ({"camera": {"luma_mean": 23.0}}, "too_dark", "too dark: mean luma 23 < 40"),
-        ({"camera": {"luma_mean": 240.0}}, "too_bright", "too bright: mean luma 240 > 220"),
+        ({"camera": {"luma_mean": 23.0}}, "too_dark", "too dark: mean luma of the picture 23 < 40"),
+        ({"camera": {"luma_mean": 240.0}}, "too_bright", "too bright: mean luma of the picture 240 > 220"),
         ({"camera": {"edge_blur_px": 5.2}}, "blurry", "too blurry: edges are smeared over 5.2 px at 480 px wide (limit 3.2 px)"),
         (
             {"camera": {"overexposed_fraction": 0.52, "hands_overexposed_fraction": None}},
             "too_bright",
             "over-exposed: 52% of the picture is blown out to white (limit 40%)",
         ),
-        ({"camera": {"hands_overexposed_fraction": 0.61}}, "too_bright", "over-exposed hands: 61% of the hands is blown out to white (limit 30%)"),
+        (
+            {"camera": {"hands_luma_mean": 190.0, "hands_overexposed_fraction": 0.61}},
+            "too_bright",
+            "over-exposed hands: 61% of the hands is blown out to white (limit 30%)",
+        ),
         ({"camera": {"underexposed_fraction": 0.7}}, "too_dark", "too dark: 70% of the picture is crushed to black (limit 50%)"),
         ({"camera": {"frozen_fraction": 0.35}}, "frozen", "35% of frames repeat the one before"),
         ({"streams": {"cam": {"frame_drop_fraction": 0.08}}}, "frame_drops", "camera cam dropped 8% of its frames"),

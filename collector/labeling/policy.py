@@ -97,41 +97,7 @@ def _picture(c: dict, where: str, policy: PolicyConfig) -> list[Reason]:
                 policy.max_edge_blur_px,
             )
         )
-    luma = c.get("luma_mean") or 0.0
-    dark, bright = c.get("underexposed_fraction") or 0.0, c.get("overexposed_fraction") or 0.0
-    hands_bright = c.get("hands_overexposed_fraction") or 0.0
-    if luma < policy.min_luma:
-        out.append(Reason("too_dark", f"too dark{where}: mean luma {luma:.0f} < {policy.min_luma:g}", luma, policy.min_luma))
-    elif dark > policy.max_underexposed_fraction:
-        out.append(
-            Reason(
-                "too_dark",
-                f"too dark{where}: {_pct(dark)} of the picture is crushed to black (limit {_pct(policy.max_underexposed_fraction)})",
-                dark,
-                policy.max_underexposed_fraction,
-            )
-        )
-    if luma > policy.max_luma:
-        out.append(Reason("too_bright", f"too bright{where}: mean luma {luma:.0f} > {policy.max_luma:g}", luma, policy.max_luma))
-    elif c.get("hands_overexposed_fraction") is not None and hands_bright > policy.max_hands_overexposed_fraction:
-        out.append(
-            Reason(
-                "too_bright",
-                f"over-exposed hands{where}: {_pct(hands_bright)} of the hands is blown out to white (limit {_pct(policy.max_hands_overexposed_fraction)})",
-                hands_bright,
-                policy.max_hands_overexposed_fraction,
-            )
-        )
-    elif c.get("hands_overexposed_fraction") is None and bright > policy.max_overexposed_fraction:
-        # Where hands were seen, their own pixels decide (a white backdrop behind well-exposed hands is fine).
-        out.append(
-            Reason(
-                "too_bright",
-                f"over-exposed{where}: {_pct(bright)} of the picture is blown out to white (limit {_pct(policy.max_overexposed_fraction)})",
-                bright,
-                policy.max_overexposed_fraction,
-            )
-        )
+    out += _exposure(c, where, policy)
     frozen = c.get("frozen_fraction") or 0.0
     if frozen > policy.max_frozen_fraction:
         out.append(
@@ -142,6 +108,30 @@ def _picture(c: dict, where: str, policy: PolicyConfig) -> list[Reason]:
                 policy.max_frozen_fraction,
             )
         )
+    return out
+
+
+def _exposure(c: dict, where: str, policy: PolicyConfig) -> list[Reason]:
+    """Too dark or too bright: judged on the hands' own pixels where hands were seen (a black or white
+    backdrop behind well-exposed hands is fine), on the whole frame otherwise; at most one reason each."""
+    out = []
+    if c.get("hands_luma_mean") is not None:
+        luma, dark, bright, what = c["hands_luma_mean"], c.get("hands_underexposed_fraction") or 0.0, c.get("hands_overexposed_fraction") or 0.0, "the hands"
+        bright_limit = policy.max_hands_overexposed_fraction
+    else:
+        luma, dark, bright, what = c.get("luma_mean") or 0.0, c.get("underexposed_fraction") or 0.0, c.get("overexposed_fraction") or 0.0, "the picture"
+        bright_limit = policy.max_overexposed_fraction
+    over = "over-exposed hands" if what == "the hands" else "over-exposed"
+    if luma < policy.min_luma:
+        out.append(Reason("too_dark", f"too dark{where}: mean luma of {what} {luma:.0f} < {policy.min_luma:g}", luma, policy.min_luma))
+    elif dark > policy.max_underexposed_fraction:
+        message = f"too dark{where}: {_pct(dark)} of {what} is crushed to black (limit {_pct(policy.max_underexposed_fraction)})"
+        out.append(Reason("too_dark", message, dark, policy.max_underexposed_fraction))
+    if luma > policy.max_luma:
+        out.append(Reason("too_bright", f"too bright{where}: mean luma of {what} {luma:.0f} > {policy.max_luma:g}", luma, policy.max_luma))
+    elif bright > bright_limit:
+        message = f"{over}{where}: {_pct(bright)} of {what} is blown out to white (limit {_pct(bright_limit)})"
+        out.append(Reason("too_bright", message, bright, bright_limit))
     return out
 
 

@@ -14,6 +14,8 @@ import numpy as np
 # where the encoder refines a block. Compared on a subsampled frame (nearest pixel, so noise is kept).
 FROZEN_CHANGED = 0.005
 _FREEZE_WIDTH = 320
+# Share of sampled frames whose hands must be measured for their exposure to decide the clip's.
+HANDS_EXPOSURE_SHARE = 0.25
 # Clipped pixels: at or beyond these grey levels detail is gone.
 DARK, BRIGHT = 8, 247
 # Edge blur is given in pixels of the frame scaled to this long side, so a 4K and a VGA frame of one scene
@@ -27,8 +29,9 @@ _DIRECTIONS = tuple((math.cos(math.pi * k / 8), math.sin(math.pi * k / 8)) for k
 
 
 def edge_blur(grey: np.ndarray) -> float | None:
-    """How far the strongest edges are smeared, in pixels of the frame scaled to 480 px on its long side, in
-    the direction where they are smeared most; independent of the edges' contrast and of the resolution.
+    """How far the strongest edges are smeared, in pixels of the frame scaled down to 480 px on its long side
+    (smaller frames: their own pixels), in the direction where they are smeared most; independent of the
+    edges' contrast and of the resolution.
 
     At the 2% strongest edges of each of 8 directions, the fine-scale derivative is compared with the derivative
     after a further gaussian blur of sigma 2 px: for an edge already blurred by sigma s their ratio is about
@@ -52,9 +55,10 @@ def edge_blur(grey: np.ndarray) -> float | None:
             return None
         strong = c >= edge
         worst = min(worst, float(np.abs(fx * cos + fy * sin)[strong].mean() / c[strong].mean()))
-    blur = _COARSE_SIGMA / math.sqrt(max(worst * worst - 1, 1e-6))
-    # A smaller frame's smear counts for more; a larger one was measured after scaling down.
-    return round(min(MAX_BLUR_PX, blur * SHARPNESS_SIDE / (long_side * scale)), 3)
+    native = _COARSE_SIGMA / math.sqrt(max(worst * worst - 1, 1e-6)) / scale
+    # A larger frame's smear is given at 480 px; a smaller frame's in its own pixels (a low-resolution camera
+    # is not blurred for being small).
+    return round(min(MAX_BLUR_PX, native * min(1.0, SHARPNESS_SIDE / long_side)), 3)
 
 
 def clipped(grey: np.ndarray) -> tuple[float, float]:
@@ -74,8 +78,10 @@ class PictureQuality:
     luma: list[float] = field(default_factory=list)
     dark: list[float] = field(default_factory=list)
     bright: list[float] = field(default_factory=list)
+    hand_luma: list[float] = field(default_factory=list)
     hand_dark: list[float] = field(default_factory=list)
     hand_bright: list[float] = field(default_factory=list)
+    hand_frames: int = 0  # sampled frames whose hands were measured
     _previous: np.ndarray | None = None
 
     def add_frame(self, grey: np.ndarray, repeated: bool = False) -> None:
@@ -104,20 +110,27 @@ class PictureQuality:
         self.bright.append(bright)
 
     def add_hands(self, grey: np.ndarray, hands: list[np.ndarray]) -> None:
-        """Exposure inside the outline of each hand's landmarks on a sampled frame: blown-out hands are lost
-        even in a well-lit frame, while a white backdrop around well-exposed hands is fine."""
+        """Exposure inside the outline of each hand's landmarks on a sampled frame: blown-out or crushed hands
+        are lost even in a well-lit frame, while a white or black backdrop around well-exposed hands is fine."""
+        measured = False
         for landmarks in hands:
             mask = np.zeros(grey.shape[:2], np.uint8)
             cv2.fillConvexPoly(mask, cv2.convexHull(landmarks.astype(np.int32)), 255)
             area = cv2.countNonZero(mask)
             if area >= 64:
+                measured = True
+                self.hand_luma.append(float(cv2.mean(grey, mask)[0]))
                 self.hand_dark.append(cv2.countNonZero(cv2.bitwise_and(cv2.inRange(grey, 0, DARK), mask)) / area)
                 self.hand_bright.append(cv2.countNonZero(cv2.bitwise_and(cv2.inRange(grey, BRIGHT, 255), mask)) / area)
+        self.hand_frames += measured
 
     def summary(self) -> dict:
         def mean(values: list[float]) -> float | None:
             return round(float(np.mean(values)), 4) if values else None
 
+        # The hands' own exposure speaks for the clip only where they were seen in a good part of it (in a dark
+        # clip the few hands found are the brightest moments).
+        hands = self.hand_frames >= HANDS_EXPOSURE_SHARE * max(1, len(self.luma))
         return {
             "frames": self.frames,
             "sampled_frames": len(self.luma),
@@ -126,8 +139,9 @@ class PictureQuality:
             "luma_mean": round(float(np.mean(self.luma)), 2) if self.luma else None,
             "underexposed_fraction": mean(self.dark),
             "overexposed_fraction": mean(self.bright),
-            "hands_underexposed_fraction": mean(self.hand_dark),
-            "hands_overexposed_fraction": mean(self.hand_bright),
+            "hands_luma_mean": round(float(np.mean(self.hand_luma)), 2) if hands else None,
+            "hands_underexposed_fraction": mean(self.hand_dark) if hands else None,
+            "hands_overexposed_fraction": mean(self.hand_bright) if hands else None,
         }
 
 

@@ -288,6 +288,8 @@ class PolicyConfig:
     max_underexposed_fraction: float = 0.5
     max_overexposed_fraction: float = 0.4
     max_hands_overexposed_fraction: float = 0.3
+    # Where the hands are well exposed, the backdrop may be blown out up to this (a white bench, a window).
+    max_backdrop_overexposed_fraction: float = 0.55
     # Fraction of frames identical to the one before (a frozen or duplicating camera).
     max_frozen_fraction: float = 0.2
     # Video frames dropped or late, as a fraction of the frames expected.
@@ -311,6 +313,7 @@ class PolicyConfig:
             "max_underexposed_fraction",
             "max_overexposed_fraction",
             "max_hands_overexposed_fraction",
+            "max_backdrop_overexposed_fraction",
         ):
             value = getattr(self, name)
             _require(0 <= value <= 1, f"{key}.{name}", value, "a fraction between 0 and 1")

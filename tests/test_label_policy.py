@@ -38,10 +38,14 @@ def facts(**changes):
 
 
 def test_a_white_backdrop_behind_well_exposed_hands_is_not_over_exposure():
-    backdrop = {"luma_mean": 200.0, "overexposed_fraction": 0.6, "hands_luma_mean": 150.0, "hands_overexposed_fraction": 0.05}
+    backdrop = {"luma_mean": 200.0, "overexposed_fraction": 0.5, "hands_luma_mean": 150.0, "hands_overexposed_fraction": 0.05}
     assert decide(facts(camera=backdrop), PolicyConfig()) == []
     black = {"luma_mean": 28.0, "underexposed_fraction": 0.6, "hands_luma_mean": 120.0, "hands_underexposed_fraction": 0.01}
     assert decide(facts(camera=black), PolicyConfig()) == []
+    blown = dict(backdrop, overexposed_fraction=0.7)
+    assert [r.message for r in decide(facts(camera=blown), PolicyConfig())] == [
+        "over-exposed: 70% of the picture is blown out to white around the hands (limit 55%)"
+    ]
     dim_hands = dict(black, hands_luma_mean=25.0)
     assert [r.message for r in decide(facts(camera=dim_hands), PolicyConfig())] == ["too dark: mean luma of the hands 25 < 40"]
 

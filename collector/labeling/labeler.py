@@ -42,7 +42,7 @@ from collector.identity import DeviceKey
 from collector.labeling import privacy
 from collector.labeling.models import Models
 from collector.labeling.policy import decide, decision
-from collector.labeling.quality import PictureQuality, hand_motion, quality_score, repeated_frames, stream_quality
+from collector.labeling.quality import PictureQuality, brightest_channel, hand_motion, quality_score, repeated_frames, stream_quality
 from collector.labeling.tracking import FaceTracker, TrackerConfig
 
 log = logging.getLogger("knack.labeler")
@@ -241,7 +241,7 @@ class Labeler:
         sampled: list[int] = []  # sample frame indices already run, in order
         faces_at: dict[int, list] = {}
         hands_at: dict[int, list[np.ndarray]] = {}
-        greys: dict[int, np.ndarray] = {}
+        greys: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # sampled frames waiting for their hands
 
         def infer(frames: list[np.ndarray]):
             return self.models.hands.detect(frames), self.models.faces.detect(frames, keep), [c.scores(frames) for c in self.models.extra]
@@ -251,7 +251,8 @@ class Labeler:
             for k, index in enumerate(indices):
                 result.hand_counts.append(len(hands[k]))
                 result.tracks.append((index / result.fps, [h.landmarks for h in hands[k]]))
-                result.picture.add_hands(greys.pop(index), [h.landmarks for h in hands[k]])
+                grey, peak = greys.pop(index)
+                result.picture.add_hands(grey, [h.landmarks for h in hands[k]], peak)
                 faces_at[index] = faces[k]
                 hands_at[index] = [h.landmarks for h in hands[k]]
                 sampled.append(index)
@@ -343,8 +344,9 @@ class Labeler:
                     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
                     result.picture.add_frame(grey, repeated=bool(repeated and index < len(repeated) and repeated[index]))
                     if index == 0 or int(index * per_frame) != int((index - 1) * per_frame):
-                        result.picture.add_sample(grey)
-                        greys[index] = grey
+                        peak = brightest_channel(frame)
+                        result.picture.add_sample(grey, peak)
+                        greys[index] = (grey, peak)
                         batch.append((index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
                     pending.append((index, frame))
                     if len(batch) >= self.config.labeler.batch_size:

@@ -127,11 +127,16 @@ def _exposure(c: dict, where: str, policy: PolicyConfig) -> list[Reason]:
     elif dark > policy.max_underexposed_fraction:
         message = f"too dark{where}: {_pct(dark)} of {what} is crushed to black (limit {_pct(policy.max_underexposed_fraction)})"
         out.append(Reason("too_dark", message, dark, policy.max_underexposed_fraction))
+    frame_bright = c.get("overexposed_fraction") or 0.0
     if luma > policy.max_luma:
         out.append(Reason("too_bright", f"too bright{where}: mean luma of {what} {luma:.0f} > {policy.max_luma:g}", luma, policy.max_luma))
     elif bright > bright_limit:
         message = f"{over}{where}: {_pct(bright)} of {what} is blown out to white (limit {_pct(bright_limit)})"
         out.append(Reason("too_bright", message, bright, bright_limit))
+    elif what == "the hands" and frame_bright > policy.max_backdrop_overexposed_fraction:
+        limit = policy.max_backdrop_overexposed_fraction
+        message = f"over-exposed{where}: {_pct(frame_bright)} of the picture is blown out to white around the hands (limit {_pct(limit)})"
+        out.append(Reason("too_bright", message, frame_bright, limit))
     return out
 
 

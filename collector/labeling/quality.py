@@ -61,10 +61,18 @@ def edge_blur(grey: np.ndarray) -> float | None:
     return round(min(MAX_BLUR_PX, native * min(1.0, SHARPNESS_SIDE / long_side)), 3)
 
 
-def clipped(grey: np.ndarray) -> tuple[float, float]:
-    """Fractions of pixels crushed to black and blown to white."""
+def clipped(grey: np.ndarray, peak: np.ndarray | None = None) -> tuple[float, float]:
+    """Fractions of pixels crushed to black (grey) and blown out (a colour channel saturated, from `peak`, the
+    brightest channel of each pixel; the grey level when not given): a blown channel has lost the colour."""
     n = max(1, grey.size)
-    return float(np.count_nonzero(grey <= DARK)) / n, float(np.count_nonzero(grey >= BRIGHT)) / n
+    top = grey if peak is None else peak
+    return float(np.count_nonzero(grey <= DARK)) / n, float(np.count_nonzero(top >= BRIGHT)) / n
+
+
+def brightest_channel(frame: np.ndarray) -> np.ndarray:
+    """Per pixel, the largest of its B, G and R values."""
+    b, g, r = cv2.split(frame)
+    return cv2.max(cv2.max(b, g), r)
 
 
 @dataclass
@@ -100,16 +108,17 @@ class PictureQuality:
         self._previous = small
         self.frames += 1
 
-    def add_sample(self, grey: np.ndarray) -> None:
+    def add_sample(self, grey: np.ndarray, peak: np.ndarray | None = None) -> None:
+        """A sampled frame: its grey levels and (`peak`) its brightest channel per pixel."""
         blur = edge_blur(grey)
         if blur is not None:
             self.blur.append(blur)
         self.luma.append(float(grey.mean()))
-        dark, bright = clipped(grey)
+        dark, bright = clipped(grey, peak)
         self.dark.append(dark)
         self.bright.append(bright)
 
-    def add_hands(self, grey: np.ndarray, hands: list[np.ndarray]) -> None:
+    def add_hands(self, grey: np.ndarray, hands: list[np.ndarray], peak: np.ndarray | None = None) -> None:
         """Exposure inside the outline of each hand's landmarks on a sampled frame: blown-out or crushed hands
         are lost even in a well-lit frame, while a white or black backdrop around well-exposed hands is fine."""
         measured = False
@@ -121,7 +130,8 @@ class PictureQuality:
                 measured = True
                 self.hand_luma.append(float(cv2.mean(grey, mask)[0]))
                 self.hand_dark.append(cv2.countNonZero(cv2.bitwise_and(cv2.inRange(grey, 0, DARK), mask)) / area)
-                self.hand_bright.append(cv2.countNonZero(cv2.bitwise_and(cv2.inRange(grey, BRIGHT, 255), mask)) / area)
+                top = grey if peak is None else peak
+                self.hand_bright.append(cv2.countNonZero(cv2.bitwise_and(cv2.inRange(top, BRIGHT, 255), mask)) / area)
         self.hand_frames += measured
 
     def summary(self) -> dict:

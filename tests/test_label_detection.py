@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from collector.labeling.cards import InputSpec
-from collector.labeling.detection import Roi, apply_affine, crop_roi, decode_ssd, fit, palm_roi, place, ssd_anchors, tiles, to_tensor, weighted_nms
+from collector.labeling.detection import Roi, apply_affine, crop_roi, decode_ssd, fit, palm_roi, place, roi_matrix, ssd_anchors, tiles, to_tensor, weighted_nms
 from collector.labeling.privacy import blur
 
 PALM = {"input_size": 192, "strides": [8, 16, 16, 16], "anchor_offset": 0.5, "box_scale": 192.0}
@@ -112,3 +112,19 @@ def test_blur_changes_only_the_boxes():
     changed[10:50, 10:50] = False
     assert not changed.any()
     assert frame[10:50, 10:50].std() < before[10:50, 10:50].std() / 4
+
+
+def test_a_tracked_hand_is_cropped_upright_around_its_landmarks():
+    from collector.labeling.detection import landmark_roi
+
+    rng = np.random.default_rng(0)
+    # A hand pointing left: wrist at (300, 200), middle-finger base at (250, 200), fingers spreading leftwards.
+    hand = np.column_stack([300 - rng.uniform(0, 100, 21), 200 + rng.uniform(-30, 30, 21)])
+    hand[0], hand[9] = (300, 200), (250, 200)
+    roi = landmark_roi(hand, {"track_roi_scale": 2.0, "track_roi_shift_y": -0.1})
+    assert math.degrees(roi.angle) == pytest.approx(-90.0)
+    inside = apply_affine(roi_matrix(roi, 224), hand)
+    assert (inside >= 0).all() and (inside <= 224).all()  # the whole hand is in the crop
+    wrist, middle = inside[0], inside[9]
+    assert wrist[1] > middle[1] and abs(wrist[0] - middle[0]) < 1e-6  # turned upright: fingers up
+    assert roi.cx < 300  # shifted towards the fingers

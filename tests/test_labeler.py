@@ -326,3 +326,25 @@ def test_a_labeler_that_cannot_start_leaves_clips_unlabeled_and_says_why(make_cl
     assert list(worker.failed) == [(clip, "labeler not available")]
     assert "labeler cannot start" in caplog.text and "missing.toml does not exist" in caplog.text
     assert unlabeled(clip.parent) == [clip] and verify_bundle(clip).ok
+
+
+def test_a_hand_mostly_hidden_behind_a_tool_is_followed_from_where_it_was(models):
+    from collector.sample import SAMPLE_VIDEO
+
+    capture = cv2.VideoCapture(str(SAMPLE_VIDEO))
+    for _ in range(31):
+        ok, frame = capture.read()
+    capture.release()
+    frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    seen = models.hands.detect([frame])[0]
+    assert len(seen) == 1
+    x1, y1, x2, y2 = seen[0].box
+    hidden = frame.copy()  # a dark plate over the palm and most of the fingers: only fingertips show
+    top = y1 + (y2 - y1) * 0.4
+    cv2.fillPoly(hidden, [np.array([[x1 - 20, top], [x2 + 20, top - 30], [x2 + 20, y2 + 40], [x1 - 20, y2 + 40]], np.int32)], (70, 70, 75))
+    assert models.hands.detect([hidden])[0] == []  # the palm detector alone loses it
+    follow = [h.landmarks for h in seen]
+    found = models.hands.detect([hidden], follow)[0]
+    assert len(found) == 1 and len(follow) == 1
+    # ... and an empty picture where the hand was does not keep a hand alive.
+    assert models.hands.detect([np.full_like(frame, 120)], follow)[0] == [] and follow == []

@@ -190,6 +190,33 @@ def palm_roi(row: np.ndarray, decode: Mapping) -> Roi:
     return Roi(cx, cy, size, angle)
 
 
+# The landmarks MediaPipe's HandLandmarkLandmarksToRoi frames a tracked hand with: wrist, the thumb's base
+# joints and the first two joints of each finger (fingertips move too much to steady the crop).
+TRACK_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
+
+
+def landmark_roi(landmarks: np.ndarray, decode: Mapping) -> Roi:
+    """The crop where a hand seen at `landmarks` (21, 2) is looked for in the next frame: turned so the wrist
+    (0) to middle-finger base (9) points up, around the steadier landmarks, enlarged (`track_roi_scale`) and
+    shifted towards the fingers (`track_roi_shift_y`), as MediaPipe tracks a hand without the palm detector."""
+    wrist, middle = landmarks[0], landmarks[9]
+    target = math.radians(float(decode.get("roi_rotation_target_degrees", 90.0)))
+    angle = target - math.atan2(-(middle[1] - wrist[1]), middle[0] - wrist[0])
+    angle = angle - 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
+    points = landmarks[list(TRACK_LANDMARKS)]
+    cos, sin = math.cos(angle), math.sin(angle)
+    # Into the hand's own frame (rotate by +angle, image y down), where its extent is measured.
+    rotated = np.column_stack([points[:, 0] * cos + points[:, 1] * sin, -points[:, 0] * sin + points[:, 1] * cos])
+    lo, hi = rotated.min(axis=0), rotated.max(axis=0)
+    centre = (lo + hi) / 2
+    w, h = hi - lo
+    shift = float(decode.get("track_roi_shift_y", -0.1)) * h
+    cy_own = centre[1] + shift
+    cx = centre[0] * cos - cy_own * sin
+    cy = centre[0] * sin + cy_own * cos
+    return Roi(float(cx), float(cy), float(max(w, h)) * float(decode.get("track_roi_scale", 2.0)), angle)
+
+
 def roi_matrix(roi: Roi, out_size: int) -> np.ndarray:
     """Affine 2x3 matrix taking frame pixels into the `out_size` square crop of `roi`."""
     scale = out_size / roi.size

@@ -12,7 +12,21 @@ import numpy as np
 
 from collector.config import Device, LabelerConfig
 from collector.labeling.cards import CardError, ModelCard, check_card, load_card
-from collector.labeling.detection import Placement, apply_affine, crop_roi, decode_ssd, fit, iou, palm_roi, place, ssd_anchors, tiles, to_tensor, weighted_nms
+from collector.labeling.detection import (
+    Placement,
+    apply_affine,
+    crop_roi,
+    decode_ssd,
+    fit,
+    iou,
+    landmark_roi,
+    palm_roi,
+    place,
+    ssd_anchors,
+    tiles,
+    to_tensor,
+    weighted_nms,
+)
 from collector.labeling.runtime import Model, OnnxModel, default_cache_dir
 
 log = logging.getLogger("knack.labeler")
@@ -114,29 +128,63 @@ class HandDetector:
         self.max_hands, self.batch_size = max_hands, batch_size
         self.size = landmark_card.input.size[0]
         self.presence_threshold = float(landmark_card.decode.get("presence_threshold", 0.5))
+        # Where a hand was a moment ago, less evidence keeps it: a hand 60% behind a tool scores ~0.35, while false
+        # palm boxes score at most ~0.25 and an empty crop ~0.003.
+        self.track_threshold = float(landmark_card.decode.get("track_presence_threshold", 0.3))
         self.sigmoid = landmark_card.decode.get("presence_activation", "sigmoid") == "sigmoid"
         self.scale = float(landmark_card.decode.get("landmark_scale", self.size))
 
-    def detect(self, frames: list[np.ndarray]) -> list[list[Hand]]:
-        crops, where = [], []
-        for f, (frame, palms) in enumerate(zip(frames, self.palm.detect(frames))):
-            for row in palms[: self.max_hands * 2]:
-                crop, inverse = crop_roi(frame, palm_roi(row, self.palm.card.decode), self.size)
-                crops.append(crop)
-                where.append((f, inverse))
-        hands: list[list[Hand]] = [[] for _ in frames]
+    def detect(self, frames: list[np.ndarray], follow: list[np.ndarray] | None = None) -> list[list[Hand]]:
+        """Hands per RGB frame. `follow`: the landmarks of the hands found in the frame before `frames[0]` (the
+        previous sampled frame), updated in place to the last frame's: a hand found before that the palm detector
+        misses now (behind a tool, in a glove, turned) is looked for where it was, from its landmarks, as
+        MediaPipe tracks hands; it is kept only if the landmark model sees a hand there again."""
+        palms = self.palm.detect(frames)
+        if follow is None:
+            crops, where = [], []
+            for f, (frame, rows) in enumerate(zip(frames, palms)):
+                for row in rows[: self.max_hands * 2]:
+                    crops.append(crop_roi(frame, palm_roi(row, self.palm.card.decode), self.size))
+                    where.append(f)
+            hands: list[list[Hand]] = [[] for _ in frames]
+            for f, hand in zip(where, self._landmarks(crops)):
+                if hand is not None:
+                    hands[f].append(hand)
+            return [_distinct(found, self.max_hands) for found in hands]
+        out = []
+        for frame, rows in zip(frames, palms):
+            found = [h for h in self._landmarks([crop_roi(frame, palm_roi(row, self.palm.card.decode), self.size) for row in rows[: self.max_hands * 2]]) if h]
+            lost = [lm for lm in follow if not any(_same_hand(lm, h.landmarks) for h in found)]
+            rois = [landmark_roi(lm, self.card.decode) for lm in lost[: self.max_hands]]
+            found += [h for h in self._landmarks([crop_roi(frame, roi, self.size) for roi in rois], self.track_threshold) if h]
+            hands = _distinct(found, self.max_hands)
+            follow[:] = [h.landmarks for h in hands]
+            out.append(hands)
+        return out
+
+    def _landmarks(self, crops: list[tuple[np.ndarray, np.ndarray]], threshold: float | None = None) -> list[Hand | None]:
+        """The landmark model on (crop, inverse matrix) pairs: a Hand in frame pixels, or None where its presence
+        score is under `threshold` (the card's by default)."""
+        threshold = self.presence_threshold if threshold is None else threshold
         landmarks, presence = self.card.output("landmarks").name, self.card.output("presence").name
-        for (f, inverse), out in zip(where, _batched(self.model, self.card, crops, self.batch_size)):
-            score = float(np.ravel(out[presence])[0])
+        out: list[Hand | None] = []
+        for (_, inverse), result in zip(crops, _batched(self.model, self.card, [c for c, _ in crops], self.batch_size)):
+            score = float(np.ravel(result[presence])[0])
             if self.sigmoid:
                 score = float(1 / (1 + np.exp(-score)))
-            if score < self.presence_threshold:
+            if score < threshold:
+                out.append(None)
                 continue
-            points = np.ravel(out[landmarks]).reshape(-1, 3)[:, :2] * (self.size / self.scale)
+            points = np.ravel(result[landmarks]).reshape(-1, 3)[:, :2] * (self.size / self.scale)
             points = apply_affine(inverse, points)
-            box = (*points.min(axis=0), *points.max(axis=0))
-            hands[f].append(Hand(tuple(float(v) for v in box), score, points))
-        return [_distinct(found, self.max_hands) for found in hands]
+            out.append(Hand(tuple(float(v) for v in (*points.min(axis=0), *points.max(axis=0))), score, points))
+        return out
+
+
+def _same_hand(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two landmark sets of one hand: their centres closer than half the hand's size."""
+    size = max(float(np.ptp(a, axis=0).max()), 1.0)
+    return float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0))) < 0.5 * size
 
 
 def _distinct(hands: list[Hand], limit: int) -> list[Hand]:

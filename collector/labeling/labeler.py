@@ -243,7 +243,7 @@ class Labeler:
         hands_at: dict[int, list[np.ndarray]] = {}
         greys: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # sampled frames waiting for their hands
 
-        following: list[np.ndarray] = []  # the last sampled frame's hands, followed into the next batch
+        following: list[tuple[np.ndarray, int]] = []  # the last sampled frame's hands, followed into the next batch
 
         def infer(frames: list[np.ndarray]):
             return self.models.hands.detect(frames, following), self.models.faces.detect(frames, keep), [c.scores(frames) for c in self.models.extra]

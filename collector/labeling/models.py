@@ -42,6 +42,9 @@ VERIFIER = "face_detection_short_range.toml"
 # hands, four overlapping tiles find the small ones that a letterboxed full frame shrinks below the model's reach.
 GRIDS = {"palm_detection": ((1, 1), (2, 2)), "face_detection": ((1, 1),)}
 TILE_OVERLAP = 0.25
+# A hand followed by its landmarks alone is dropped after this many sampled frames (0.5 s at 4 fps) unless the
+# palm detector finds it again: long enough to bridge a moment the detector misses it, too short to grow a false hand.
+FOLLOW_SAMPLES = 2
 
 
 @dataclass(frozen=True)
@@ -128,17 +131,18 @@ class HandDetector:
         self.max_hands, self.batch_size = max_hands, batch_size
         self.size = landmark_card.input.size[0]
         self.presence_threshold = float(landmark_card.decode.get("presence_threshold", 0.5))
-        # Where a hand was a moment ago, less evidence keeps it: a hand 60% behind a tool scores ~0.35, while false
-        # palm boxes score at most ~0.25 and an empty crop ~0.003.
-        self.track_threshold = float(landmark_card.decode.get("track_presence_threshold", 0.3))
+        # A followed hand needs the same presence as a new one (MediaPipe's min_tracking_confidence): at 0.3 it
+        # bridged hands 60% behind a tool (~0.35) but also grew false hands on a kitten's face.
+        self.track_threshold = float(landmark_card.decode.get("track_presence_threshold", 0.5))
         self.sigmoid = landmark_card.decode.get("presence_activation", "sigmoid") == "sigmoid"
         self.scale = float(landmark_card.decode.get("landmark_scale", self.size))
 
-    def detect(self, frames: list[np.ndarray], follow: list[np.ndarray] | None = None) -> list[list[Hand]]:
-        """Hands per RGB frame. `follow`: the landmarks of the hands found in the frame before `frames[0]` (the
-        previous sampled frame), updated in place to the last frame's: a hand found before that the palm detector
-        misses now (behind a tool, in a glove, turned) is looked for where it was, from its landmarks, as
-        MediaPipe tracks hands; it is kept only if the landmark model sees a hand there again."""
+    def detect(self, frames: list[np.ndarray], follow: list[tuple[np.ndarray, int]] | None = None) -> list[list[Hand]]:
+        """Hands per RGB frame. `follow`: (landmarks, samples since the palm detector confirmed it) of the hands
+        in the frame before `frames[0]` (the previous sampled frame), updated in place to the last frame's: a
+        hand that the palm detector misses now (behind a tool, in a glove, turned) is looked for where it was,
+        from its landmarks, as MediaPipe tracks hands, and kept if the landmark model sees a hand there again;
+        for at most FOLLOW_SAMPLES samples without the palm detector, so a false hand cannot live on."""
         palms = self.palm.detect(frames)
         if follow is None:
             crops, where = [], []
@@ -154,11 +158,15 @@ class HandDetector:
         out = []
         for frame, rows in zip(frames, palms):
             found = [h for h in self._landmarks([crop_roi(frame, palm_roi(row, self.palm.card.decode), self.size) for row in rows[: self.max_hands * 2]]) if h]
-            lost = [lm for lm in follow if not any(_same_hand(lm, h.landmarks) for h in found)]
-            rois = [landmark_roi(lm, self.card.decode) for lm in lost[: self.max_hands]]
-            found += [h for h in self._landmarks([crop_roi(frame, roi, self.size) for roi in rois], self.track_threshold) if h]
+            seen = {id(h): 0 for h in found}  # frames since the palm detector last confirmed each hand
+            lost = [(lm, age) for lm, age in follow if age < FOLLOW_SAMPLES and not any(_same_hand(lm, h.landmarks) for h in found)]
+            rois = [landmark_roi(lm, self.card.decode) for lm, _ in lost[: self.max_hands]]
+            for (_, age), hand in zip(lost, self._landmarks([crop_roi(frame, roi, self.size) for roi in rois], self.track_threshold)):
+                if hand is not None:
+                    found.append(hand)
+                    seen[id(hand)] = age + 1
             hands = _distinct(found, self.max_hands)
-            follow[:] = [h.landmarks for h in hands]
+            follow[:] = [(h.landmarks, seen[id(h)]) for h in hands]
             out.append(hands)
         return out
 

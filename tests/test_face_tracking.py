@@ -105,5 +105,8 @@ def test_a_middling_detection_counts_only_when_a_second_model_calls_it_a_face():
     confirmed = [tracker.update(i, faces, hands, verify=lambda box: 0.9) for i, (faces, hands) in enumerate(plate)]
     assert all(confirmed[1:])
     assert tracker.verifications == 1
+    # A sure detection is asked too (the face model is sure of shirts in dark, noisy pictures).
+    shirt = FaceTracker(30.0, 640, 480, TrackerConfig())
+    assert not shirt.update(0, [face(100, 100, score=0.95)], [], verify=lambda box: 0.7)
     sure = FaceTracker(30.0, 640, 480, TrackerConfig())
-    assert sure.update(0, [face(100, 100, score=0.95)], [], verify=lambda box: 0.0)  # a sure detection needs no second opinion
+    assert sure.update(0, [face(100, 100, score=0.95)], [], verify=lambda box: 0.9)

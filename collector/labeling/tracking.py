@@ -8,8 +8,8 @@ and misses a turned face now and then; a track is how both are told apart from a
 - Every detection is checked against the confirmed hands of the nearest sampled frame: when its eyes, nose
   and mouth lie inside a hand's outline (with the wrist) it is the hand, not a face, and it counts for nothing. A track is
   blurred once its detections off the hands reach a face's score and persist (or one is sure), and while they
-  outnumber those on a hand. Below `sure`, a detection must also be a face to a second, independently trained
-  face model looking at a crop around it (plates, mugs, fur and wrists are not).
+  outnumber those on a hand. A detection lifts its track only if it is also a face to a second, independently
+  trained face model looking at a crop around it (plates, mugs, fur, wrists and shirts in the dark are not).
 - A face the model loses for a moment keeps its last box for `hold_s` (privacy errs toward blurring a face),
   grown by the distance it was moving.
 """
@@ -30,7 +30,7 @@ class TrackerConfig:
     start: float = 0.6  # score a detection needs to start a track
     keep: float = 0.35  # score a detection needs to continue one
     sure: float = 0.8  # score at which one detection is enough to blur
-    verified: float = 0.75  # below `sure`, a detection counts only if a second face model gives it this much
+    verified: float = 0.8  # a detection lifts its track only if a second face model gives it this much
     hold_s: float = 0.5  # a lost face stays blurred this long
     margin: float = 0.25  # blurred area around a face box, as a fraction of its size on each side
 
@@ -192,14 +192,16 @@ class FaceTracker:
             self.rejected_as_hands += 1
         else:
             track.hits += 1
-            if face.score >= self.config.sure or (face.score > track.best and self._confirmed_by_second_model(face)):
-                track.best = max(track.best, face.score)
+            if face.score > track.best and self._lifts(face, track):
+                track.best = face.score
 
-    def _confirmed_by_second_model(self, face) -> bool:
-        """Asked only while it matters: for a detection that would lift the track to a face's score."""
-        if self._verify is None:
+    def _lifts(self, face, track: _Track) -> bool:
+        """Whether a detection may lift its track's best score. One below `start` confirms nothing and needs no
+        check; one at a face's score must also be a face to the second model, sure ones included (in a dark,
+        noisy picture the face model is sure of a shirt). Asked only until the track is sure: a few times a track."""
+        if face.score < self.config.start or self._verify is None:
             return True
-        if face.score < self.config.start:
+        if track.best >= self.config.sure:
             return False
         self.verifications += 1
         return self._verify(face.box) >= self.config.verified

@@ -43,7 +43,7 @@ from collector.labeling import privacy
 from collector.labeling.models import Models
 from collector.labeling.policy import decide, decision
 from collector.labeling.quality import PictureQuality, brightest_channel, hand_motion, quality_score, repeated_frames, stream_quality
-from collector.labeling.tracking import FaceTracker, TrackerConfig
+from collector.labeling.tracking import FaceTracker, TrackerConfig, on_a_hand
 
 log = logging.getLogger("knack.labeler")
 
@@ -264,11 +264,17 @@ class Labeler:
         def verify(frame: np.ndarray, box) -> float:
             return self.models.verifier.score(frame, box)
 
+        def may_be_face(index: int | None) -> bool:
+            """A sampled frame's detection that could start a face track: a face's score, and not on a hand."""
+            hands = hands_at.get(index, [])
+            return any(f.score >= tracking.start and not on_a_hand(f.keypoints, f.box, hands) for f in faces_at.get(index) or [])
+
         def detect_between(frames: list[tuple[int, np.ndarray]], before: int | None, after: int | None) -> dict[int, list]:
-            """Faces on every frame between two samples when a face is near (a track is alive, or either sample
-            saw a candidate): a face that comes into view between samples and stays to the next one is caught
-            from its first frame. Only a face in view for less than one sampling interval can pass unseen."""
-            if not (tracker.active or faces_at.get(before) or faces_at.get(after)):
+            """Faces on every frame between two samples when a face is near (a track that may be a face is alive,
+            or either sample saw a detection that could start one): a face that comes into view between samples
+            and stays to the next one is caught from its first frame. Only a face in view for less than one
+            sampling interval can pass unseen."""
+            if not (tracker.following or may_be_face(before) or may_be_face(after)):
                 return {}
             found = self.models.faces.detect([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for _, f in frames], keep)
             result.privacy.frames_searched += len(frames)

@@ -126,8 +126,9 @@ class FaceTracker:
         self.verifications = 0
 
     @property
-    def active(self) -> bool:
-        return bool(self.tracks)
+    def following(self) -> bool:
+        """A track that may be a face is alive (tracks of detections on hands do not count)."""
+        return any(t.hits > t.hand_votes for t in self.tracks)
 
     def update(self, index: int, faces: Sequence | None, hands: Sequence[np.ndarray], verify: Callable[[Sequence[float]], float] | None = None) -> list[Box]:
         """`faces`: this frame's detections (objects with .box, .score, .keypoints) at the `keep` threshold, or

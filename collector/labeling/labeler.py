@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 import collector
@@ -126,7 +127,11 @@ def _repeated_frames(path: Path) -> dict[str, list[bool]]:
     it could only ever make the device's verdict stricter."""
     if not path.exists():
         return {}
-    table = pq.read_table(path, columns=["camera", "frame_index", "capture_ns"]).to_pydict()
+    try:
+        table = pq.read_table(path, columns=["camera", "frame_index", "capture_ns"]).to_pydict()
+    except (OSError, ValueError, pa.ArrowException) as exc:  # a table the recorder did not write: judge the pixels alone
+        log.warning("%s cannot be read (%s): frozen frames are judged from the pixels alone", path, exc)
+        return {}
     per_camera: dict[str, list[tuple[int, int]]] = {}
     for camera, index, at in zip(table["camera"], table["frame_index"], table["capture_ns"]):
         per_camera.setdefault(camera, []).append((index, at))
@@ -392,6 +397,7 @@ class Labeler:
             "method": privacy.METHOD if config.labeler.blur_faces else "none (labeler.blur_faces is off)",
             "margin": config.labeler.face_margin,
             "model": self.models.faces.detector.card.name,
+            "verifier": self.models.verifier.detector.detector.card.name,
         }
         reasons = decide({"duration_s": manifest.get("duration_s"), "cameras": cameras, "streams": streams, "privacy": privacy_facts}, config.policy)
         best = max(cameras.values(), key=lambda c: c["hand_fraction"], default=None)

@@ -14,7 +14,8 @@ import numpy as np
 
 METHOD = (
     "pixelated to 8x8 blocks then gaussian-blurred, over each face box enlarged by the margin, on every frame of a "
-    "face track (faces confirmed by their keypoints, not on a hand, persisting; followed between sampled frames)"
+    "face track (faces confirmed by their keypoints and a second face model, not on a hand, persisting; followed "
+    "between sampled frames)"
 )
 
 Box = tuple[int, int, int, int]

@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 
 import cv2
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collector.bundle import new_clip_id, seal, write_manifest  # noqa: E402
+from collector.bundle import FRAMES, new_clip_id, seal, write_manifest  # noqa: E402
 from collector.config import Device, LabelerConfig, from_mapping  # noqa: E402
 from collector.identity import load_or_create  # noqa: E402
 from collector.labeling import Labeler  # noqa: E402
@@ -32,8 +34,9 @@ from collector.labeling.runtime import gpu_present  # noqa: E402
 from collector.sample import SAMPLE_VIDEO  # noqa: E402
 
 
-def make_clip(clips: Path, video: Path, key) -> tuple[Path, int, float]:
-    """A signed clip bundle holding a copy of `video`, as the recorder would write it."""
+def make_clip(clips: Path, video: Path, key, capture_ns: list[int] | None = None) -> tuple[Path, int, float]:
+    """A signed clip bundle holding a copy of `video`, as the recorder would write it; with `capture_ns`, its
+    frames.parquet too (one capture time per frame)."""
     capture = cv2.VideoCapture(str(video))
     frames, fps = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), capture.get(cv2.CAP_PROP_FPS)
     capture.release()
@@ -41,6 +44,13 @@ def make_clip(clips: Path, video: Path, key) -> tuple[Path, int, float]:
     partial = clips / f".partial-{clip_id}"
     partial.mkdir(parents=True)
     shutil.copy(video, partial / "video.mp4")
+    if capture_ns is not None:
+        table = {
+            "camera": ["cam"] * len(capture_ns),
+            "frame_index": pa.array(range(len(capture_ns)), pa.int64()),
+            "capture_ns": pa.array(capture_ns, pa.int64()),
+        }
+        pq.write_table(pa.table(table), partial / FRAMES)
     stream = {"name": "cam", "kind": "camera", "source": str(video), "count": frames, "dropped": 0, "late": 0, "lost": 0, "parse_errors": {}, "gaps": []}
     manifest = {
         "clip_id": clip_id,

@@ -28,15 +28,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "evalset"))
 
 from fetch import DEFAULT_CACHE, load_sources, source_file  # noqa: E402
+from label import make_clip  # noqa: E402
 
-from collector.bundle import FRAMES, new_clip_id, seal, write_manifest  # noqa: E402
 from collector.config import from_mapping  # noqa: E402
 from collector.identity import load_or_create  # noqa: E402
 from collector.labeling import Labeler  # noqa: E402
@@ -226,43 +224,17 @@ def base_clips(sources: list[dict], cache: Path, mirror: Path | None, max_face_a
 
 
 def write_bundle(clips_dir: Path, clip: Clip, key) -> Path:
-    clip_id = new_clip_id()
-    partial = clips_dir / f".partial-{clip_id}"
-    partial.mkdir(parents=True)
+    """The clip as the recorder would write it: an mp4v video and its capture times, signed."""
     h, w = clip.frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(partial / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), clip.fps, (w, h))
+    video = clips_dir.parent / "eval-video.mp4"
+    video.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), clip.fps, (w, h))
     for frame in clip.frames:
         writer.write(frame)
     writer.release()
     times = clip.times or [round(k * 1e9 / clip.fps) for k in range(len(clip.frames))]
-    pq.write_table(
-        pa.table({"camera": ["cam"] * len(times), "frame_index": pa.array(range(len(times)), pa.int64()), "capture_ns": pa.array(times, pa.int64())}),
-        partial / FRAMES,
-    )
-    stream = {
-        "name": "cam",
-        "kind": "camera",
-        "source": clip.name,
-        "count": len(clip.frames),
-        "dropped": 0,
-        "late": 0,
-        "lost": 0,
-        "parse_errors": {},
-        "gaps": [],
-    }
-    manifest = {
-        "clip_id": clip_id,
-        "device_id": key.address,
-        "contributor": key.address,
-        "duration_s": len(clip.frames) / clip.fps,
-        "streams": [stream],
-        "labels": None,
-        "quality": None,
-        "privacy": None,
-        "decision": None,
-    }
-    write_manifest(partial, manifest, key)
-    return seal(partial, clips_dir / clip_id)
+    path, _, _ = make_clip(clips_dir, video, key, capture_ns=times)
+    return path
 
 
 def _covers(blurred: list, face: tuple) -> bool:

@@ -59,8 +59,9 @@ class Robot:
         )
 
     def events(self) -> list[dict]:
-        text = self.log_path.read_bytes()[self.start_offset :].decode()
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        text = self.log_path.read_bytes()[self.start_offset :].decode(errors="replace")
+        # Only whole lines: the robot may be half-way through writing the last one while the test reads.
+        return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
 
     def wait_event(self, name: str, timeout: float = 60.0, count: int = 1) -> dict:
         deadline = time.monotonic() + timeout

@@ -11,13 +11,20 @@ from pathlib import Path
 SIGNATURE_SCHEME = "eip191-sha256"  # a device's own signature, bound to no network (clips not labeled for one)
 TYPED_SCHEME = "eip712"  # bound to one chain and registry: what the validator accepts
 DOMAIN_NAME, DOMAIN_VERSION = "Knack", "1"  # the registry's EIP-712 domain (ClipRegistry.sol)
-_DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 # The manifest is signed as one typed field, the sha256 of its canonical bytes: wallets show it, ecrecover checks it.
 MANIFEST_TYPE = b"KnackManifest(bytes32 manifestSha256)"
 
 
 class IdentityError(RuntimeError):
     pass
+
+
+def typed_fields(encoded_type: bytes) -> tuple[str, list[dict]]:
+    """An EIP-712 type string, e.g. b"Mail(address to,string text)", as eth_signTypedData's JSON gives it:
+    ("Mail", [{"name": "to", "type": "address"}, {"name": "text", "type": "string"}])."""
+    name, fields = encoded_type.decode().rstrip(")").split("(")
+    return name, [dict(zip(("type", "name"), f.split(" "), strict=True)) for f in fields.split(",")]
 
 
 def _keccak(data: bytes) -> bytes:
@@ -42,7 +49,7 @@ class SigningDomain:
 
     def separator(self) -> bytes:
         return _keccak(
-            _keccak(_DOMAIN_TYPE)
+            _keccak(DOMAIN_TYPE)
             + _keccak(DOMAIN_NAME.encode())
             + _keccak(DOMAIN_VERSION.encode())
             + int(self.chain_id).to_bytes(32, "big")
@@ -55,6 +62,10 @@ class SigningDomain:
 
     def manifest_hash(self, message: bytes) -> bytes:
         return self.hash(_keccak(_keccak(MANIFEST_TYPE) + hashlib.sha256(message).digest()))
+
+    def typed_data_domain(self) -> dict:
+        """The domain as eth_signTypedData's JSON gives it (the `domain` member)."""
+        return {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": int(self.chain_id), "verifyingContract": self.registry}
 
     def matches(self, other: SigningDomain) -> bool:
         return int(self.chain_id) == int(other.chain_id) and str(self.registry).lower() == str(other.registry).lower()

@@ -14,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-from collector.identity import SigningDomain
+from collector.identity import DOMAIN_TYPE, SigningDomain, typed_fields
 from storage.ledger.base import (
     ChainError,
     ChainUnavailable,
@@ -270,20 +270,12 @@ class Web3Ledger:
     def registration_typed_data(self, device: str, contributor: str, deadline: int) -> dict:
         """The registration as EIP-712 typed data (what a wallet's eth_signTypedData_v4 signs): the same
         digest as `registration_digest`, for a contributor who signs in a wallet."""
-        domain = self.domain()
-        name, fields = REGISTER_DEVICE_TYPE.decode().rstrip(")").split("(")
+        domain_name, domain_fields = typed_fields(DOMAIN_TYPE)
+        name, fields = typed_fields(REGISTER_DEVICE_TYPE)
         return {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                name: [dict(zip(("type", "name"), f.split(" "), strict=True)) for f in fields.split(",")],
-            },
+            "types": {domain_name: domain_fields, name: fields},
             "primaryType": name,
-            "domain": {"name": "Knack", "version": "1", "chainId": domain.chain_id, "verifyingContract": domain.registry},
+            "domain": self.domain().typed_data_domain(),
             "message": {
                 "device": self.checksum(device),
                 "contributor": self.checksum(contributor),

@@ -115,7 +115,7 @@ def _copy_frames(path: Path, writer, count: int) -> None:
         for _ in range(count):
             ok, frame = capture.read()
             if not ok:
-                raise LabelError(f"{path} gave fewer frames on a second reading")
+                raise LabelError(f"{path.name} gave fewer frames when read a second time to blur a face: the clip keeps its original video and stays unlabeled")
             writer.write(frame)
     finally:
         capture.release()

@@ -144,30 +144,19 @@ class HandDetector:
         hand that the palm detector misses now (behind a tool, in a glove, turned) is looked for where it was,
         from its landmarks, as MediaPipe tracks hands, and kept if the landmark model sees a hand there again;
         for at most FOLLOW_SAMPLES samples without the palm detector, so a false hand cannot live on."""
-        palms = self.palm.detect(frames)
-        if follow is None:
-            crops, where = [], []
-            for f, (frame, rows) in enumerate(zip(frames, palms)):
-                for row in rows[: self.max_hands * 2]:
-                    crops.append(crop_roi(frame, palm_roi(row, self.palm.card.decode), self.size))
-                    where.append(f)
-            hands: list[list[Hand]] = [[] for _ in frames]
-            for f, hand in zip(where, self._landmarks(crops)):
-                if hand is not None:
-                    hands[f].append(hand)
-            return [_distinct(found, self.max_hands) for found in hands]
         out = []
-        for frame, rows in zip(frames, palms):
+        for frame, rows in zip(frames, self.palm.detect(frames)):
+            carried = [] if follow is None else follow  # None: every frame on its own
             found = [h for h in self._landmarks([crop_roi(frame, palm_roi(row, self.palm.card.decode), self.size) for row in rows[: self.max_hands * 2]]) if h]
             seen = {id(h): 0 for h in found}  # frames since the palm detector last confirmed each hand
-            lost = [(lm, age) for lm, age in follow if age < FOLLOW_SAMPLES and not any(_same_hand(lm, h.landmarks) for h in found)]
+            lost = [(lm, age) for lm, age in carried if age < FOLLOW_SAMPLES and not any(_same_hand(lm, h.landmarks) for h in found)]
             rois = [landmark_roi(lm, self.card.decode) for lm, _ in lost[: self.max_hands]]
             for (_, age), hand in zip(lost, self._landmarks([crop_roi(frame, roi, self.size) for roi in rois], self.track_threshold)):
                 if hand is not None:
                     found.append(hand)
                     seen[id(hand)] = age + 1
             hands = _distinct(found, self.max_hands)
-            follow[:] = [(h.landmarks, seen[id(h)]) for h in hands]
+            carried[:] = [(h.landmarks, seen[id(h)]) for h in hands]
             out.append(hands)
         return out
 

@@ -4,10 +4,11 @@ and is every face in view blurred and nothing else?
 The clips are cut from the real sources of `bench/evalset/sources.toml` (pinned public repositories, licences
 in `bench/evalset/SOURCES.md`), and degraded copies are derived from the ones showing hands: dark,
 over-exposed, defocused, motion-blurred, frozen (one picture repeated; and a stalled capture clock), and still
-scenes (a photo or a slowed clip with sensor noise only). Each clip is written as a bundle, as the recorder
+scenes (a photo or a slowed clip with sensor noise only); the clips with faces are also dimmed to a third of
+the light, measured for their faces only (a face must be blurred whatever the clip's fate). Each clip is written as a bundle, as the recorder
 would (mp4v video, frames.parquet capture times), and labeled by the shipped labeler with the default policy.
 
-Prints precision of accepted clips, recall of bad clips, reason accuracy, face-blur recall, frames blurred where
+Prints precision of accepted clips, recall of bad clips, reason accuracy, face-blur recall (and in dim light), frames blurred where
 no face is (hands or objects blurred as faces), the share of good clips accepted, and a table per category.
 
     .venv/bin/python bench/label_eval.py [--mirror /work/.mirror] [--cache ~/.cache/knack-evalset] [--only ID,...] [-v]
@@ -58,7 +59,7 @@ class Clip:
     category: str
     frames: list[np.ndarray]
     fps: float
-    expect: str  # "accept" or the reason code a person would give
+    expect: str | None  # "accept" or the reason code a person would give; None: measured for faces only
     faces: list[list[tuple[float, float, float, float]]] = field(default_factory=list)  # per frame, truth boxes (px)
     times: list[int] | None = None  # capture times (ns); None: regular at 1/fps
     good: bool = True  # counts towards "good clips accepted"
@@ -141,6 +142,14 @@ def _motion_kernel(length: int, angle: float) -> np.ndarray:
     rotation = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), angle, 1.0)
     kernel = cv2.warpAffine(kernel, rotation, (length, length))
     return kernel / kernel.sum()
+
+
+def dimmed(base: Clip, seed: int) -> Clip:
+    """The clip in a dim room (a third of the light, with sensor noise), measured for its faces only: whether it
+    should be accepted depends on how dark the source already was, but every face in it must be blurred."""
+    rng = np.random.default_rng(seed)
+    frames = [_noisy((f * 0.3).astype(np.uint8), rng, 1.5) for f in base.frames]
+    return Clip(f"{base.name}+dim", "dim (faces only)", frames, base.fps, None, base.faces, good=False)
 
 
 def variants(base: Clip, seed: int) -> list[Clip]:
@@ -271,6 +280,7 @@ def main() -> int:
         labeler = Labeler(config, key)
         bases = base_clips(sources, args.cache, args.mirror, config.policy.max_face_area, config.labeler.face_margin)
         clips = list(bases)
+        clips += [dimmed(base, seed=n) for n, base in enumerate(b for b in bases if any(b.faces) and b.category != "still scene")]
         for n, base in enumerate(b for b in bases if b.expect == "accept" and b.category != "still scene"):
             clips += variants(base, seed=n)
             if base.category in ("good", "gloves and tools") and not base.name.endswith("+still") and n % 2 == 0:
@@ -283,6 +293,7 @@ def main() -> int:
 def evaluate(labeler: Labeler, config, key, clips: list[Clip], args) -> int:
     rows = []
     face_frames = face_blurred = false_frames = false_clips = 0
+    dim_frames = dim_blurred = 0
     started = time.monotonic()
     video_seconds = 0.0
     for clip in clips:
@@ -296,16 +307,20 @@ def evaluate(labeler: Labeler, config, key, clips: list[Clip], args) -> int:
         clip_face, clip_covered, clip_false = 0, 0, 0
         for k, truth in enumerate(clip.faces[: len(blurred)]):
             boxes = blurred[k]
-            if clip.good or clip.category in ("face in view", "no hands", "still scene"):
+            if clip.good or clip.category in ("face in view", "no hands", "still scene") or clip.expect is None:
                 for face in truth:
                     clip_face += 1
                     clip_covered += _covers(boxes, face)
             clip_false += any(not _on_a_face(b, truth) for b in boxes)
-        face_frames += clip_face
-        face_blurred += clip_covered
+        if clip.expect is None:
+            dim_frames += clip_face
+            dim_blurred += clip_covered
+        else:
+            face_frames += clip_face
+            face_blurred += clip_covered
         false_frames += clip_false
         false_clips += clip_false > 0
-        bad = clip.expect != "accept"
+        bad = clip.expect not in ("accept", None)
         accepted = manifest["decision"]["accepted"]
         right_reason = bad and not accepted and clip.expect in codes and set(codes) <= {clip.expect} | ALSO.get(clip.expect, set())
         correct = (not bad and accepted) or right_reason
@@ -331,7 +346,9 @@ def evaluate(labeler: Labeler, config, key, clips: list[Clip], args) -> int:
                 "summary": manifest["decision"]["summary"],
             }
         )
-        if args.verbose or not correct or clip_false or clip_covered < clip_face:
+        if clip.expect is None:
+            rows[-1].update({"correct": None, "bad": None})
+        if args.verbose or (not correct and clip.expect is not None) or clip_false or clip_covered < clip_face:
             cam = manifest["quality"]["cameras"].get("cam", {})
             print(
                 f"{'ok ' if correct else 'BAD'} {clip.name:38s} {clip.category:17s} expect {clip.expect:16s} got {','.join(codes) or 'accepted':30s} "
@@ -340,6 +357,8 @@ def evaluate(labeler: Labeler, config, key, clips: list[Clip], args) -> int:
                 flush=True,
             )
     elapsed = time.monotonic() - started
+    dim = [r for r in rows if r["expect"] is None]
+    rows = [r for r in rows if r["expect"] is not None]
     accepted = [r for r in rows if r["accepted"]]
     bad = [r for r in rows if r["bad"]]
     rejected_bad = [r for r in bad if not r["accepted"]]
@@ -349,11 +368,15 @@ def evaluate(labeler: Labeler, config, key, clips: list[Clip], args) -> int:
     reasons = sum(r["correct"] for r in rejected_bad) / max(1, len(rejected_bad))
     good_accepted = sum(r["accepted"] for r in good) / max(1, len(good))
     print()
-    print(f"{len(rows)} clips ({sum(not r['bad'] for r in rows)} to accept, {len(bad)} to reject), {video_seconds:.0f} s of video labeled in {elapsed:.0f} s")
+    print(
+        f"{len(rows)} clips ({sum(not r['bad'] for r in rows)} to accept, {len(bad)} to reject) and {len(dim)} dim copies for faces, "
+        f"{video_seconds:.0f} s of video labeled in {elapsed:.0f} s"
+    )
     print(f"  precision of accepted clips   {precision:.3f}  ({sum(not r['bad'] for r in accepted)}/{len(accepted)})")
     print(f"  recall of bad clips           {recall:.3f}  ({len(rejected_bad)}/{len(bad)})")
     print(f"  reason accuracy               {reasons:.3f}  ({sum(r['correct'] for r in rejected_bad)}/{len(rejected_bad)})")
     print(f"  face-blur recall              {face_blurred / max(1, face_frames):.3f}  ({face_blurred}/{face_frames} frames with a face in view)")
+    print(f"  face-blur recall, dim light   {dim_blurred / max(1, dim_frames):.3f}  ({dim_blurred}/{dim_frames} frames, copies at a third of the light)")
     print(f"  blurred where no face is      {false_frames} frames in {false_clips} clips (hands or objects blurred as faces)")
     print(f"  good clips accepted           {good_accepted:.3f}  ({sum(r['accepted'] for r in good)}/{len(good)})")
     print()
@@ -365,7 +388,7 @@ def evaluate(labeler: Labeler, config, key, clips: list[Clip], args) -> int:
         group = table[category]
         print(f"  {category:18s} {len(group):5d} {sum(r['accepted'] for r in group):8d} {sum(r['correct'] for r in group):7d}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1, default=str))
+        args.json.write_text(json.dumps(rows + dim, indent=1, default=str))
     return 0
 
 

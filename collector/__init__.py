@@ -1,3 +1,3 @@
 """Knack collector: capture, clip bundles, labeling and filtering on the device."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

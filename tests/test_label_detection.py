@@ -128,3 +128,18 @@ def test_a_tracked_hand_is_cropped_upright_around_its_landmarks():
     wrist, middle = inside[0], inside[9]
     assert wrist[1] > middle[1] and abs(wrist[0] - middle[0]) < 1e-6  # turned upright: fingers up
     assert roi.cx < 300  # shifted towards the fingers
+
+
+def test_a_dim_frame_is_brightened_for_the_face_model_and_a_well_exposed_one_is_left_alone():
+    from collector.labeling.detection import LIFT_BELOW, LIFT_MAX_GAIN, LIFT_TO, lifted
+
+    rng = np.random.default_rng(2)
+    scene = rng.integers(0, 200, (120, 160, 3), dtype=np.uint8)
+    assert lifted(scene) is scene  # mean about 100: as it is
+    dim = (scene * 0.16).astype(np.uint8)
+    bright = lifted(dim)
+    assert bright.mean() == pytest.approx(LIFT_TO, rel=0.1)
+    assert np.corrcoef(bright.ravel(), scene.ravel())[0, 1] > 0.99  # the same picture, not a new one
+    black = np.full((40, 40, 3), 2, np.uint8)
+    assert lifted(black).max() == int(2 * LIFT_MAX_GAIN)  # noise in the dark is not made a picture
+    assert float(lifted(np.full((8, 8, 3), LIFT_BELOW, np.uint8)).mean()) == LIFT_BELOW

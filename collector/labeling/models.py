@@ -17,9 +17,11 @@ from collector.labeling.detection import (
     apply_affine,
     crop_roi,
     decode_ssd,
+    dim,
     fit,
     iou,
     landmark_roi,
+    lifted,
     palm_roi,
     place,
     ssd_anchors,
@@ -203,10 +205,11 @@ class FaceDetector:
         return self.detector.threshold
 
     def detect(self, frames: list[np.ndarray], threshold: float | None = None) -> list[list[Face]]:
-        """Faces per RGB frame scoring at least `threshold` (the card's by default)."""
+        """Faces per RGB frame scoring at least `threshold` (the card's by default); a dim frame is looked at
+        brightened (see `lifted`)."""
         return [
             [Face(tuple(float(v) for v in row[:4]), float(row[4]), row[5:].reshape(-1, 2) if len(row) > 5 else None) for row in rows]
-            for rows in self.detector.detect(frames, threshold)
+            for rows in self.detector.detect([lifted(f) for f in frames], threshold)
         ]
 
 
@@ -215,12 +218,19 @@ class FaceVerifier:
     real faces, profiles included, score 0.8-0.95 there, while the plates, fur, wrists and hands that the
     full-range model sometimes takes for faces score 0.25-0.6 (measured on the evaluation set, bench/label_eval.py)."""
 
-    def __init__(self, detector: FaceDetector, crop: float = 1.8):
-        self.detector, self.crop = detector, crop
+    def __init__(self, detector: FaceDetector, crop: float = 1.8, dim_crop: float = 2.4):
+        self.detector, self.crop, self.dim_crop = detector, crop, dim_crop
 
     def score(self, frame: np.ndarray, box, bgr: bool = True) -> float:
+        """In a dim frame the crop is brightened as the whole frame is for the detector (a crop's own mean would
+        brighten it differently) and widened to `dim_crop`: noise and compression leave a small face's own pixels
+        too little to go on (a 55-pixel face at a third of the light scored 0.6-0.7 at 1.8, 0.75-0.8 at 2.4), and
+        its surroundings help. Not in good light: there a wider crop took a skull printed on a shirt for a face."""
         x1, y1, x2, y2 = box
-        cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, self.crop * max(x2 - x1, y2 - y1)
+        crop = self.crop
+        if dim(frame):
+            frame, crop = lifted(frame), self.dim_crop
+        cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, crop * max(x2 - x1, y2 - y1)
         h, w = frame.shape[:2]
         region = frame[max(0, int(cy - side / 2)) : min(h, int(cy + side / 2)), max(0, int(cx - side / 2)) : min(w, int(cx + side / 2))]
         if region.shape[0] < 4 or region.shape[1] < 4:

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ def is_video(name: str) -> bool:
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
 MAX_FILES = 16  # a manifest, frames, sensors and a video per camera
+MAX_ENTRIES = 4 * MAX_FILES  # directory entries looked at before a bundle is called stuffed
 _CAMERA_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -190,6 +192,57 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def shown(name: str) -> str:
+    """A name from elsewhere as it may be printed on one line: as is when plain, quoted and cut when not."""
+    return name if name.isprintable() and len(name) <= 80 else repr(name[:80])
+
+
+class NotRegular(OSError):
+    """A name in a bundle that is not a regular file of its own: a symbolic link, a directory, a device, a pipe."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "a device, pipe or socket"
+
+
+def open_regular(path: Path):
+    """Opens a file of a bundle from elsewhere for reading, only if it is a regular file itself: never through a
+    symbolic link (it could point at /etc/passwd, with the right hash listed), never a pipe or device (a read
+    would block or never end). Checked on the open descriptor, so swapping the file in between changes nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise NotRegular(f"{shown(path.name)} is a symbolic link; a bundle holds only its own regular files") from None
+        raise exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegular(f"{shown(path.name)} is {_kind(mode)}; a bundle holds only its own regular files")
+    return os.fdopen(fd, "rb")
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise BundleFormatError(f"{path.name} is over {limit:,} bytes")
+    return data
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    h, size = hashlib.sha256(), 0
+    with open_regular(path) as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
 def write_sensor_log(path: Path, streams, capture_ns, device_ns, values, channels: dict[str, list[str]]) -> None:
     """sensors.parquet: one row per sample (stream, capture time, device time or None, values), the channel
     names of each stream in the schema metadata `knack.channels`."""
@@ -258,37 +311,55 @@ class Verification:
 
 
 def verify_bundle(directory: Path) -> Verification:
-    """Checks every file's size and sha256 and the device signature; each problem is one precise sentence."""
+    """Checks every file's size and sha256 and the device signature; each problem is one precise sentence.
+    The bundle may come from anywhere: its manifest is read bounded, no file is followed out of the directory
+    (symbolic links, devices and pipes are refused, unread), and a directory stuffed with entries is not listed."""
     result = Verification(directory)
     if not directory.is_dir():
         result.problems.append(f"{directory} is not a clip directory")
         return result
     path = directory / MANIFEST
     try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise BundleFormatError(f"{MANIFEST} is {path.stat().st_size:,} bytes (at most {MAX_MANIFEST_BYTES:,})")
-        manifest = parse_manifest(path.read_bytes())
+        manifest = parse_manifest(_read_bounded(path, MAX_MANIFEST_BYTES))
     except FileNotFoundError:
         result.problems.append(f"{MANIFEST} is missing")
         return result
-    except BundleFormatError as exc:
+    except (BundleFormatError, NotRegular) as exc:
         result.problems.append(str(exc))
+        return result
+    except OSError as exc:
+        result.problems.append(f"{MANIFEST} cannot be read: {exc.strerror or exc}")
         return result
     listed = {entry["name"]: entry for entry in manifest["files"]}
     for name, entry in sorted(listed.items()):
-        file = directory / name
-        if not file.is_file():
+        try:
+            size, digest = _size_and_sha256(directory / name)
+        except FileNotFoundError:
             result.problems.append(f"{name}: listed in the manifest but missing")
             continue
-        size = file.stat().st_size
+        except NotRegular as exc:
+            result.problems.append(str(exc))
+            continue
+        except OSError as exc:
+            result.problems.append(f"{name}: cannot be read: {exc.strerror or exc}")
+            continue
         if size != entry.get("size"):
             result.problems.append(f"{name}: size is {size} bytes, manifest says {entry.get('size')}")
-        digest = sha256_file(file)
         if digest != entry.get("sha256"):
             result.problems.append(f"{name}: sha256 is {digest}, manifest says {entry.get('sha256')}")
-    for file in sorted(directory.iterdir()):
-        if file.is_file() and file.name != MANIFEST and file.name not in listed:
-            result.problems.append(f"{file.name}: present but not listed in the manifest")
+    with os.scandir(directory) as entries:
+        for count, entry in enumerate(entries):
+            if count >= MAX_ENTRIES:
+                result.problems.append(
+                    f"the directory holds more than {MAX_ENTRIES} entries (a clip has at most {MAX_FILES} files); the rest were not looked at"
+                )
+                break
+            if entry.name == MANIFEST or entry.name in listed:
+                continue
+            if entry.is_file(follow_symlinks=False):
+                result.problems.append(f"{shown(entry.name)}: present but not listed in the manifest")
+            else:
+                result.problems.append(f"{shown(entry.name)}: {_kind(entry.stat(follow_symlinks=False).st_mode)} has no place in a bundle")
     try:
         signer = recover_signer(canonical(manifest), manifest["signature"])
         result.network = signature_domain(manifest["signature"])

@@ -261,7 +261,7 @@ def cmd_discard(args) -> int:
 
 
 def cmd_export_car(args) -> int:
-    from collector.bundle import MANIFEST
+    from collector.bundle import MANIFEST, verify_bundle
 
     config = _load(args)
     clip = Path(args.clip)
@@ -270,6 +270,11 @@ def cmd_export_car(args) -> int:
         clip = candidate if (candidate / MANIFEST).is_file() else clip
     if not (clip / MANIFEST).is_file():
         raise ConfigError(f"{args.clip} is not a clip directory or a clip id under {config.clips_path}")
+    # Only a bundle that verifies goes into the block store: a tampered one (or one with a link out of it) would
+    # be kept there, and a CAR of it carries its bytes to every node that imports it.
+    check = verify_bundle(clip)
+    if not check.ok:
+        raise ConfigError(f"{clip} is not exported: it does not verify ({'; '.join(check.problems[:3])})")
     store = wiring.embedded_store(config)
     root = store.add(clip)
     out = Path(args.output or f"{clip.name}.car")

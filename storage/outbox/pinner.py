@@ -8,7 +8,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.bundle import MANIFEST
+from collector.bundle import MANIFEST, verify_bundle
 from storage.content.cid import Cid
 from storage.content.ipfs import CidMismatch, ContentStore, StoreUnavailable
 from storage.outbox.db import Outbox
@@ -75,6 +75,11 @@ def pin_due(outbox: Outbox, store: ContentStore, now: float | None = None, remot
             continue
         try:
             changed = prepare(path) if prepare is not None else False
+            # What is pinned is paid for and kept for years: only a bundle that verifies (every file its own,
+            # as signed; no link out of it) is added, so a clip changed on disk since labeling stops here.
+            check = verify_bundle(path)
+            if not check.ok:
+                raise ValueError(f"clip {entry.clip_id} does not verify, so it is not pinned: {'; '.join(check.problems[:3])}")
             cid = store.add(path, Cid.parse(entry.cid) if entry.cid and not changed else None)
             outbox.set_cid(entry.clip_id, str(cid))
             if remote is not None:

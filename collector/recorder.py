@@ -86,6 +86,7 @@ class Recorder:
         self.recovered: list[str] = []
         self.stream_info: dict[str, dict] = {}
         self._last_io_error = 0.0
+        self._last_bug = 0.0
         self._failing: set[str] = set()
         self._latest: dict[str, Frame | Sample] = {}
 
@@ -159,6 +160,23 @@ class Recorder:
             except OSError as exc:
                 self._io_error(exc)
                 time.sleep(0.05)
+            except Exception as exc:  # a bug here must neither stop recording silently nor leave close() waiting
+                if self._stop.is_set():
+                    log.error("the recorder failed while stopping (%s: %s); clips still open are sealed as they are", type(exc).__name__, exc)
+                    self._seal_what_is_open()
+                    return
+                now = time.monotonic()
+                if now - self._last_bug >= 1.0:
+                    log.exception("the recorder hit an unexpected error (%s: %s); it goes on with the next items", type(exc).__name__, exc)
+                    self._last_bug = now
+                time.sleep(0.05)
+
+    def _seal_what_is_open(self) -> None:
+        try:
+            self._close_spans(self.clock.now_ns() + 1, final=True)
+        except Exception as exc:
+            log.error("open clips could not be handed over for sealing (%s: %s); their partial directories are kept", type(exc).__name__, exc)
+        self._finish.put(None)
 
     def _io_error(self, exc: OSError) -> None:
         # A full or failing disk: said once a second at most; the sources keep running and writing is retried.

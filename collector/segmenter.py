@@ -25,14 +25,21 @@ class Segmenter:
         self.clip_ns = clip_ns  # 0: manual only
         self.spans: list[Span] = []  # open spans, oldest first
         self.recording = False
+        # Where the next duration clip starts: kept apart from `spans`, which empties when every source is
+        # silent for longer than a clip (all open spans sealed). Without it nothing would be cut after the outage.
+        self._next_ns: int | None = None
+
+    def _open(self, start_ns: int) -> Span:
+        span = Span(start_ns, start_ns + self.clip_ns if self.clip_ns else None)
+        self.spans.append(span)
+        self._next_ns = span.end_ns
+        return span
 
     def start(self, t_ns: int) -> Span:
-        if self.recording:
+        if self.recording and self.spans:
             return self.spans[-1]
         self.recording = True
-        span = Span(t_ns, t_ns + self.clip_ns if self.clip_ns else None)
-        self.spans.append(span)
-        return span
+        return self._open(t_ns)
 
     def stop(self, t_ns: int) -> None:
         if self.recording:
@@ -42,22 +49,28 @@ class Segmenter:
     def split(self, t_ns: int) -> Span | None:
         if not self.recording:
             return None
+        if not self.spans:  # every clip was sealed during an outage: the next one starts here
+            return self._open(t_ns)
         self._end_last(t_ns)
-        start = self.spans[-1].end_ns
-        span = Span(start, start + self.clip_ns if self.clip_ns else None)
-        self.spans.append(span)
-        return span
+        return self._open(self.spans[-1].end_ns)
 
     def _end_last(self, t_ns: int) -> None:
+        if not self.spans:
+            return  # nothing open (sealed during an outage): nothing to end
         last = self.spans[-1]
         if last.end_ns is None or t_ns < last.end_ns:
             last.end_ns = max(t_ns, last.start_ns, last.latest_ns + 1)
+            self._next_ns = last.end_ns
 
     def route(self, t_ns: int) -> Span | None:
-        """The span holding t, opening the next duration clips while recording; None if t is in no clip."""
+        """The span holding t, opening the next duration clips while recording (also after an outage that
+        sealed every open clip: clips resume on the same grid); None if t is in no clip."""
+        if self.recording and not self.spans and self._next_ns is not None and t_ns >= self._next_ns:
+            # Skip whole clip lengths in which nothing arrived: no empty span is made for them.
+            skipped = (t_ns - self._next_ns) // self.clip_ns
+            self._open(self._next_ns + skipped * self.clip_ns)
         while self.recording and self.spans and self.spans[-1].end_ns is not None and t_ns >= self.spans[-1].end_ns:
-            end = self.spans[-1].end_ns
-            self.spans.append(Span(end, end + self.clip_ns))
+            self._open(self.spans[-1].end_ns)
         for span in self.spans:
             if span.start_ns <= t_ns and (span.end_ns is None or t_ns < span.end_ns):
                 span.latest_ns = max(span.latest_ns, t_ns)

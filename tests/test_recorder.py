@@ -1,6 +1,7 @@
 """The recorder: clips cut on one clock from a video-file camera and a pty sensor, written as clip bundles."""
 
 import json
+import threading
 import time
 
 import cv2
@@ -18,6 +19,15 @@ def record_until_file_ends(config, key, timeout=20):
     assert wait_until(recorder.sources_ended, timeout)
     recorder.close(at_ns=recorder.files_end_ns())
     return recorder, sorted(written, key=lambda c: c.clip_id)
+
+
+def read_frames(path):
+    video, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, image = video.read()
+        if not ok:
+            return frames
+        frames.append(image)
 
 
 def load(clip):
@@ -164,3 +174,54 @@ def test_a_gap_longer_than_a_clip_is_recorded_in_every_clip_it_overlaps(simulato
             # A clip sealed while the camera was still missing records the gap as open (end_ns None).
             assert gap["start_ns"] < m["end"]["mono_ns"] and (gap["end_ns"] is None or gap["end_ns"] > m["start"]["mono_ns"])
     assert sum(bool(m["streams"][0]["gaps"]) for m in manifests) >= 3
+
+
+def test_recording_goes_on_after_every_source_was_away_longer_than_a_clip(simulator, make_config, tmp_path, device_key):
+    # The serial link is the only source, and it is unplugged for longer than a clip plus the source lag: the
+    # open clip is sealed while nothing arrives. When it is plugged back in, clips must be cut again.
+    link = tmp_path / "knack-imu"
+    first = simulator(rate=300, protocol="jsonl", link=str(link))
+    config = make_config([], [imu_serial(str(link), "jsonl")], clip_seconds=0.5, max_source_lag_s=0.3)
+    written = []
+    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+    assert wait_until(lambda: recorder.totals.samples > 100, 10)
+    first.stop()
+    time.sleep(1.5)  # away for three clips
+    assert written, "the clip open when the link went away is sealed during the outage"
+    back_ns = recorder.clock.now_ns()
+    simulator(rate=300, protocol="jsonl", link=str(link))
+    assert wait_until(lambda: recorder.latest("imu") is not None and recorder.latest("imu").capture_ns > back_ns + 0.8e9, 10)
+    recorder.close()
+    source = recorder.sources[0]
+    clips = sorted(written, key=lambda c: c.clip_id)
+    after = [load(c.path) for c in clips if load(c.path)[0]["start"]["mono_ns"] >= back_ns - 0.5e9]
+    assert sum(s.num_rows for _, _, s in after if s is not None) > 50, "samples after the outage are in clips"
+    stored = sum(load(c.path)[2].num_rows for c in clips if load(c.path)[2] is not None)
+    assert stored == recorder.totals.samples and source.stats.dropped == 0
+    assert source.stats.received - recorder.totals.samples <= 10  # only samples captured after the stop are in no clip
+    gaps = [g for c in clips for g in load(c.path)[0]["streams"][0]["gaps"]]
+    assert any(g["end_ns"] is not None and g["end_ns"] - g["start_ns"] > 1.0e9 for g in gaps), gaps
+
+
+def test_a_camera_file_that_appears_late_is_cut_into_clips_after_a_long_wait(make_config, tmp_path, device_key):
+    late = tmp_path / "late.mp4"
+    config = make_config([{"name": "cam", "source": str(late)}], [], clip_seconds=0.5, max_source_lag_s=0.3)
+    written = []
+    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+    time.sleep(1.5)  # the camera is missing for three clips: every one of them is empty and none is written
+    write_video(tmp_path / "tmp.mp4", frames=15).rename(late)
+    assert wait_until(recorder.sources_ended, 10)
+    recorder.close(at_ns=recorder.files_end_ns())
+    numbers = [frame_number(f) for c in sorted(written, key=lambda c: c.clip_id) for f in read_frames(c.path / "video.mp4") if (c.path / "video.mp4").exists()]
+    assert numbers == list(range(15))
+
+
+def test_stopping_completes_when_the_camera_never_appeared(make_config, tmp_path, device_key):
+    config = make_config([{"name": "cam", "source": str(tmp_path / "never.mp4")}], [], clip_seconds=0.5, max_source_lag_s=0.3)
+    recorder = Recorder(config, make_sources(config), device_key).start()
+    time.sleep(1.2)  # longer than a clip and the lag: the first clip was sealed (empty) before the stop
+    done = []
+    closing = threading.Thread(target=lambda: done.append(recorder.close()), daemon=True)
+    closing.start()
+    closing.join(15)
+    assert done and done[0].clips == 0

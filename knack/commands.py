@@ -124,6 +124,13 @@ def cmd_record(args) -> int:
         config = dataclasses.replace(config, recorder=dataclasses.replace(config.recorder, clip_seconds=args.clip_seconds)).validate()
     if not config.camera and not config.serial and not config.joints:
         raise ConfigError("no sources configured: add [[camera]], [[serial]] or [[joints]] tables to knack.toml (see `knack devices`)")
+    from collector.sources.camera import source_kind
+
+    for camera in config.camera:
+        # A live camera may be plugged in later and is waited for; a video file that is not there is a typo,
+        # and waiting for it would record nothing and exit 0.
+        if source_kind(camera.source) == "file" and not Path(camera.source).exists():
+            raise ConfigError(f"camera {camera.name}: the video file {camera.source} does not exist")
     key = device_key(config)
     print(f"Recording to {config.clips_path} as device {key.address}; stop with Ctrl-C")
     session = DeviceSession(config, key, label=False if args.no_label else None)

@@ -87,7 +87,8 @@ class Recording:
 
 
 def run_recording(session: DeviceSession, duration: float | None, until_sources_end: bool = False, quiet: bool = False) -> Recording:
-    """Records until Ctrl-C, `duration`, or (for file cameras) their end, then closes the session: the open
+    """Records until Ctrl-C, `duration`, or the end of the cameras when every one is a video file (with
+    `until_sources_end` that is the expected end, and said nothing of), then closes the session: the open
     clip is sealed, queued clips are labeled, pinned and (where a chain is usable) submitted."""
     tty = sys.stdout.isatty()
     if not quiet:
@@ -110,12 +111,16 @@ def run_recording(session: DeviceSession, duration: float | None, until_sources_
         now = time.monotonic()
         if duration and now - started >= duration:
             break
-        if until_sources_end and recorder.sources_ended():
+        if recorder.sources_ended():
+            # Every camera was a video file and each has ended: what would follow are clips without video,
+            # which the labeler rejects (`no_video`).
+            if not until_sources_end and not quiet:
+                print(("\n" if tty else "") + "every camera's video file has ended: recording stops there", flush=True)
             break
         if not quiet and (now - last_print >= (1 if tty else 5)):
             print(("\r" if tty else "") + progress_line(recorder), end="" if tty else "\n", flush=True)
             last_print = now
-    recorder.close(at_ns=recorder.files_end_ns() if until_sources_end and recorder.sources_ended() else None)
+    recorder.close(at_ns=recorder.files_end_ns() if recorder.sources_ended() else None)
     if not quiet:
         print(("\n" if tty else "") + progress_line(recorder))
     if session.labels is not None and session.labels.pending and not quiet:

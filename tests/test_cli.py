@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -222,3 +223,34 @@ def test_a_contributor_registers_a_device_then_clears_its_strikes_and_revokes_it
     again = knack("device", "revoke", env=env, check=False)
     assert again.returncode == 2 and again.stderr.startswith("knack: error: ") and again.stderr.count("\n") == 1 and "Traceback" not in again.stderr
     assert "revoked" in knack("device", "show", env=env).stdout
+
+
+def test_a_video_file_camera_that_does_not_exist_is_an_error_at_start(tmp_path, env):
+    config = tmp_path / "knack.toml"
+    config.write_text(f'[[camera]]\nname = "bench"\nsource = "{tmp_path / "tpyo.mp4"}"\n')
+    out = knack("--config", str(config), "record", "--duration", "30", env=env, check=False, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == f"knack: error: camera bench: the video file {tmp_path / 'tpyo.mp4'} does not exist", out.stderr
+
+
+def test_recording_stops_when_every_video_file_camera_has_ended(tmp_path, env, simulated_port):
+    # Without --until-end, a serial sensor would otherwise go on filling clips that have no video.
+    video = write_video(tmp_path / "bench.mp4", frames=45)
+    config = tmp_path / "knack.toml"
+    config.write_text(f"""
+[recorder]
+clip_seconds = 1
+[[camera]]
+name = "bench"
+source = "{video}"
+[[serial]]
+name = "glove"
+port = "{simulated_port}"
+protocol = "jsonl"
+""")
+    started = time.monotonic()
+    out = knack("--config", str(config), "record", "--duration", "60", "--no-label", env=env, timeout=90)
+    assert time.monotonic() - started < 45, "it stopped at the end of the file, not after the 60 s asked for"
+    assert "every camera's video file has ended: recording stops there" in out.stdout
+    clips = list_clips(tmp_path / "share/knack/clips")
+    assert clips and all((c / "video.mp4").exists() for c in clips), [sorted(p.name for p in c.iterdir()) for c in clips]

@@ -298,6 +298,28 @@ def seal(partial: Path, final: Path) -> Path:
     return final
 
 
+def copy_as_new(clip: Path, key: DeviceKey) -> Path:
+    """A copy of a verified clip under a new clip id, beside it, its manifest naming the original as `parent`
+    and signed by `key`: a clip already pinned or on chain is never rewritten (its CID would change while the
+    outbox and the chain keep the old one), so a new label goes on a new clip."""
+    check = verify_bundle(clip)
+    if not check.ok:
+        raise BundleFormatError(f"clip {clip.name} does not verify, so it is not copied: {'; '.join(check.problems[:3])}")
+    manifest = parse_manifest((clip / MANIFEST).read_bytes())
+    clip_id = new_clip_id()
+    partial = clip.parent / f"{PARTIAL_PREFIX}{clip_id}"
+    partial.mkdir()
+    try:
+        for entry in manifest["files"]:
+            shutil.copyfile(clip / entry["name"], partial / entry["name"])
+        body = {k: v for k, v in manifest.items() if k not in ("signature", "files")}
+        write_manifest(partial, dict(body, clip_id=clip_id, parent=manifest["clip_id"], device_id=key.address), key)
+        return seal(partial, clip.parent / clip_id)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 @dataclass
 class Verification:
     clip: Path

@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("label", help="label clips again: hands, faces blurred, quality, accept/reject (re-signs the manifest)")
     p.add_argument("clip_dir", nargs="+")
+    p.add_argument(
+        "--as-new",
+        action="store_true",
+        help="for a clip already pinned or on chain (never rewritten): label a copy under a new clip id, the old one its parent",
+    )
     p.set_defaults(func="knack.commands:cmd_label")
 
     p = sub.add_parser("cid", help="print the IPFS CID of a file or directory without storing it (ipfs add -r -Q --only-hash --cid-version=1)")

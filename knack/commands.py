@@ -144,18 +144,30 @@ def cmd_record(args) -> int:
 
 
 def cmd_label(args) -> int:
+    from collector.bundle import BundleFormatError, copy_as_new
     from collector.labeling import Labeler, LabelError
     from knack.record import labeled_line
 
     config = _load(args)
     key = device_key(config)
     labeler = Labeler(config, key)
+    outbox = wiring.open_outbox(config)
     print(f"Labeling on {labeler.provider}: " + ", ".join(f"{m['name']} {m['version']}" for m in labeler.models.describe()))
     failed = rejected = 0
     for clip in args.clip_dir:
         try:
+            shared = _shared(outbox, Path(clip))
+            if shared and not args.as_new:
+                raise LabelError(
+                    f"{shared}: labeling it again would change its CID while the outbox and the chain keep the old one "
+                    "(`knack label --as-new` labels a copy under a new clip id)"
+                )
+            if shared:
+                copy = copy_as_new(Path(clip), key)
+                print(f"  copied   {clip} -> {copy.name} (its parent)")
+                clip = copy
             result = labeler.label(Path(clip))
-        except LabelError as exc:
+        except (LabelError, BundleFormatError, OSError) as exc:
             failed += 1
             print(f"  FAILED   {clip}: {exc}")
             continue
@@ -163,6 +175,22 @@ def cmd_label(args) -> int:
         print(labeled_line(result))
     print(f"{len(args.clip_dir) - failed - rejected} accepted, {rejected} rejected, {failed} not labeled")
     return 1 if failed else 0
+
+
+def _shared(outbox, clip: Path) -> str | None:
+    """Why the clip must not be rewritten (pinned, submitted or settled: its CID is known beyond this device),
+    or None."""
+    from collector.bundle import MANIFEST
+    from storage.outbox.db import DISCARDABLE
+
+    try:
+        clip_id = json.loads((clip / MANIFEST).read_bytes()[: 1 << 20]).get("clip_id")
+    except (OSError, ValueError, AttributeError):
+        return None  # not a readable clip: the labeler says what is wrong with it
+    entry = outbox.get(clip_id) if isinstance(clip_id, str) else None
+    if entry is None or entry.state in DISCARDABLE:
+        return None
+    return f"clip {clip_id} is {entry.state} as {entry.cid}"
 
 
 def cmd_cid(args) -> int:

@@ -2,6 +2,7 @@
 kill -9, a store that fails, and a full disk."""
 
 import errno
+import json
 import os
 import random
 import shutil
@@ -238,3 +239,27 @@ def test_a_clip_signed_for_no_network_waits_then_is_resigned_for_it_before_it_is
         f.write(b"x")
     with pytest.raises(BundleFormatError, match="does not verify"):
         bind_to_network(tampered, device_key.bind(network[0]))
+
+
+def test_a_pinned_clip_is_never_relabeled_in_place_and_as_new_labels_a_copy(tmp_path, clips):
+    [clip] = clips(1)
+    data = clip.parent.parent
+    env = dict(os.environ, KNACK_DATA_DIR=str(data), XDG_CONFIG_HOME=str(tmp_path / "no-config"), KNACK_DEVICE_PASSWORD="test-password")
+    env.pop("KNACK_CONFIG", None)
+
+    def knack(*args):
+        return subprocess.run([sys.executable, "-m", "knack", *args], env=env, capture_output=True, text=True, timeout=180)
+
+    assert knack("pin").returncode == 0
+    cid = str(add_path(clip).cid)
+    before = {p.name: p.read_bytes() for p in clip.iterdir()}
+    out = knack("label", str(clip))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert f"clip {clip.name} is pinned as {cid}: labeling it again would change its CID" in out.stdout
+    assert {p.name: p.read_bytes() for p in clip.iterdir()} == before and str(add_path(clip).cid) == cid
+    out = knack("label", "--as-new", str(clip))
+    assert out.returncode == 0, out.stdout + out.stderr
+    [copy] = [c for c in clip.parent.iterdir() if c.name not in (clip.name,) and not c.name.startswith(".")]
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["parent"] == clip.name and manifest["clip_id"] == copy.name and manifest["decision"]
+    assert {p.name: p.read_bytes() for p in clip.iterdir()} == before  # the original is untouched

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func="knack.commands:cmd_clips")
 
+    p = sub.add_parser("outbox", help="the outbox itself: `knack outbox rebuild` when it is damaged or lost")
+    o = p.add_subparsers(dest="outbox_command", required=True, metavar="COMMAND")
+    r = o.add_parser("rebuild", help="rebuild the outbox from the clips on disk, the content store and the chain (the old file is kept)")
+    r.add_argument("--force", action="store_true", help="rebuild even an outbox that reads fine")
+    r.set_defaults(func="knack.commands:cmd_outbox_rebuild")
+
     p = sub.add_parser("discard", help="delete clips not shared yet (recorded, labeled, accepted or rejected): files and outbox row")
     p.add_argument("clip_id", nargs="+")
     p.set_defaults(func="knack.commands:cmd_discard")
@@ -218,8 +224,9 @@ def expected_errors() -> tuple[type[Exception], ...]:
     from collector.identity import IdentityError
     from collector.labeling.cards import CardError
     from storage.ledger.base import ChainError
+    from storage.outbox.db import OutboxDamaged
 
-    return (ConfigError, IdentityError, CardError, ChainError)
+    return (ConfigError, IdentityError, CardError, ChainError, OutboxDamaged)
 
 
 if __name__ == "__main__":

@@ -193,6 +193,28 @@ def _shared(outbox, clip: Path) -> str | None:
     return f"clip {clip_id} is {entry.state} as {entry.cid}"
 
 
+def cmd_outbox_rebuild(args) -> int:
+    from storage.outbox.db import Outbox, OutboxDamaged
+
+    config = _load(args)
+    path = config.data_path / "outbox.sqlite"
+    if path.exists() and not args.force:
+        try:
+            Outbox(path).close()
+            raise ConfigError(f"the outbox {path} is readable: nothing to rebuild (`--force` rebuilds it anyway, keeping this one beside it)")
+        except OutboxDamaged:
+            pass
+    result = wiring.rebuild_outbox(config, say=print)
+    for kept in result.kept:
+        print(f"kept the damaged file as {kept}")
+    for note in result.notes:
+        print(f"note: {note}")
+    counts = {state: n for state, n in result.outbox.counts().items() if n}
+    print(f"rebuilt {path}: " + (", ".join(f"{n} {state}" for state, n in counts.items()) or "no labeled clip on disk"))
+    result.outbox.close()
+    return 0
+
+
 def cmd_cid(args) -> int:
     from storage.content.unixfs import UnixfsError, add_path
 

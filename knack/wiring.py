@@ -147,6 +147,48 @@ def open_outbox(config: Config):
     return outbox
 
 
+def rebuild_outbox(config: Config, say: Announce = print):
+    """A new outbox for this data directory from the clips on disk, the content store and this device's
+    batches on chain (each read if it can be; `say` tells what could not), settlements included. The damaged
+    file is kept beside it (storage.outbox.rebuild)."""
+    from collector.bundle import list_clips
+    from storage.content.ipfs import StoreUnavailable
+    from storage.ledger.base import ChainError
+    from storage.outbox.rebuild import rebuild
+    from storage.outbox.submitter import sync_settlements
+
+    try:
+        store = open_store(config)
+    except (StoreUnavailable, OSError) as exc:
+        say(f"the content store cannot be read ({exc})")
+        store = None
+    ledger = batches = None
+    try:
+        ledger = open_ledger(config)
+        if ledger.deployment is not None:
+            batches = _device_batches(config, ledger)
+    except (ChainError, OSError, ValueError, KeyError) as exc:
+        say(f"the chain cannot be read ({exc})")
+    result = rebuild(config.data_path / "outbox.sqlite", list_clips(config.clips_path), store, batches)
+    if ledger is not None and batches is not None:
+        try:
+            sync_settlements(result.outbox, ledger)
+        except ChainError as exc:
+            say(f"settlements cannot be read from the chain now ({exc}); the next chain round reads them")
+    return result
+
+
+def _device_batches(config: Config, ledger) -> list:
+    """This device's batches on chain ([] for a device the registry does not know, or no key yet)."""
+    if not config.keystore_path.exists():
+        return []
+    address = "0x" + json.loads(config.keystore_path.read_text())["address"].removeprefix("0x")
+    record = ledger.device(address)
+    if record is None:
+        return []
+    return [b for b in ledger.submissions_of(record.contributor) if b.device.lower() == address.lower()]
+
+
 def remote_pinning(config: Config):
     """The configured pinning service, with its token from the environment; None when none is set."""
     from storage.content.remote_pin import TOKEN_ENV, PinningService, RemotePinError

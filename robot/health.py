@@ -25,6 +25,7 @@ def assess(
     chain_problem: str | None = None,
     store_problem: str | None = None,
     label_problem: str | None = None,
+    outbox_problem: str | None = None,
     stopping: bool = False,
 ) -> Health:
     reasons = []
@@ -53,4 +54,6 @@ def assess(
         reasons.append(f"content store: {store_problem} (clips wait in the outbox)")
     if label_problem:
         reasons.append(f"labeler: {label_problem}")
+    if outbox_problem:
+        reasons.append(f"outbox: {outbox_problem}")
     return Health.of(reasons)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from collector.config import Config, ConfigError
 from knack import events as ev
+from knack import wiring
 from knack.logs import LastProblem, event
 from knack.session import DeviceSession
 from knack.signals import StopSignals
@@ -67,6 +68,7 @@ class RobotService:
         self.stopping = False
         self.finished = True  # False when the grace period cut labeling or pinning short
         self.usage = disk.DiskUsage(0, 0)
+        self.outbox_rebuilt: tuple[float, str] | None = None  # (monotonic time, what happened)
 
     # --- the lifetime ----------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:
@@ -156,7 +158,21 @@ class RobotService:
         event(log, "robot.reloaded", "configuration reloaded from %s", new.source, config=new.source)
 
     def _start_session(self, record: bool) -> None:
-        session = DeviceSession(self.config, self.key, validator_key=self.validator_key, history=HISTORY, listener=self._on_event)
+        from storage.outbox.db import OutboxDamaged
+
+        try:
+            session = DeviceSession(self.config, self.key, validator_key=self.validator_key, history=HISTORY, listener=self._on_event)
+        except OutboxDamaged as exc:
+            # Exiting would have systemd restart the service into the same error for ever, recording nothing:
+            # the outbox is rebuilt from what does not depend on it, and /healthz says so for a while.
+            event(log, "outbox.damaged", "%s; rebuilding it now", exc, level=logging.ERROR)
+            rebuilt = wiring.rebuild_outbox(self.config, say=lambda line: event(log, "outbox.rebuild", "%s", line, level=logging.WARNING))
+            counts = {state: n for state, n in rebuilt.outbox.counts().items() if n}
+            rebuilt.outbox.close()
+            kept = ", ".join(str(p) for p in rebuilt.kept)
+            self.outbox_rebuilt = (time.monotonic(), f"the outbox was damaged ({exc.problem}) and was rebuilt at start; the damaged file is kept as {kept}")
+            event(log, "outbox.rebuilt", "outbox rebuilt: %s; damaged file kept as %s", counts, kept, clips=counts, kept=kept, level=logging.WARNING)
+            session = DeviceSession(self.config, self.key, validator_key=self.validator_key, history=HISTORY, listener=self._on_event)
         self.session = session.start(record=record)  # set once started: /healthz and /metrics read it
         for message in self.session.recorder.recovered:
             event(log, "clip.recovered", "%s", message, level=logging.WARNING)
@@ -328,6 +344,7 @@ class RobotService:
         if session.labels is not None and session.labels.failed and self.problems.since(RECENT_S):
             clip, why = session.labels.failed[-1]
             label_problem = f"clip {clip.name} not labeled: {why}"
+        outbox_problem = self.outbox_rebuilt[1] if self.outbox_rebuilt and time.monotonic() - self.outbox_rebuilt[0] < RECENT_S else None
         return assess(
             streams,
             recording=self.paused_because is None and not self.stopping,
@@ -335,5 +352,6 @@ class RobotService:
             chain_problem=session.chain.problem,
             store_problem=store_problem,
             label_problem=label_problem,
+            outbox_problem=outbox_problem,
             stopping=self.stopping,
         )

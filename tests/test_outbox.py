@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,3 +264,63 @@ def test_a_pinned_clip_is_never_relabeled_in_place_and_as_new_labels_a_copy(tmp_
     manifest = json.loads((copy / "manifest.json").read_text())
     assert manifest["parent"] == clip.name and manifest["clip_id"] == copy.name and manifest["decision"]
     assert {p.name: p.read_bytes() for p in clip.iterdir()} == before  # the original is untouched
+
+
+def damage(path):
+    path.write_bytes(b"this is not an SQLite database, a disk ate it" * 100)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def test_rebuild_takes_states_from_the_clips_the_store_and_the_chain(tmp_path, clips):
+    from storage.ledger.base import SubmittedBatch
+    from storage.outbox.rebuild import rebuild
+
+    on_chain, pinned, waiting = clips(3)
+    [rejected] = clips(1, REJECTED)
+    store = EmbeddedStore(tmp_path / "blocks.sqlite")
+    store.add(pinned)
+    store.add(on_chain)
+    other = add_path(clips(1)[0]).cid  # someone else's clip in the same batch
+    batch = SubmittedBatch(7, "0x" + "11" * 20, (other.digest, add_path(on_chain).cid.digest), "0x" + "22" * 20)
+    path = tmp_path / "outbox.sqlite"
+    Outbox(path).close()
+    damage(path)
+    with pytest.raises(Exception) as caught:
+        Outbox(path)
+    assert type(caught.value).__name__ == "OutboxDamaged" and "`knack outbox rebuild`" in str(caught.value)
+    result = rebuild(path, [on_chain, pinned, waiting, rejected], store, [batch])
+    assert [p.name for p in result.kept] == [p.name for p in tmp_path.glob("outbox.sqlite.damaged-*")] and result.kept
+    box = result.outbox
+    assert box.get(on_chain.name).state == "submitted" and box.chain_record(on_chain.name)["batch_id"] == 7
+    assert box.chain_record(on_chain.name)["batch_index"] == 1 and box.get(on_chain.name).cid == str(add_path(on_chain).cid)
+    assert box.get(pinned.name).state == "pinned" and box.get(pinned.name).cid == str(add_path(pinned).cid)
+    assert box.get(waiting.name).state == "accepted" and box.get(rejected.name).state == "rejected"
+    assert box.unsettled_batches() == [7]  # the next chain round reads its settlement
+    # Pinning goes on from there, exactly once: the clip already pinned is not pinned again.
+    assert [r.clip_id for r in pin_due(box, store)] == [waiting.name]
+
+
+def test_a_damaged_outbox_is_one_line_and_knack_outbox_rebuild_mends_it(tmp_path, clips):
+    made = clips(2) + clips(1, REJECTED)
+    data = made[0].parent.parent
+    env = dict(os.environ, KNACK_DATA_DIR=str(data), XDG_CONFIG_HOME=str(tmp_path / "no-config"))
+    env.pop("KNACK_CONFIG", None)
+
+    def knack(*args):
+        return subprocess.run([sys.executable, "-m", "knack", *args], env=env, capture_output=True, text=True, timeout=120)
+
+    assert knack("pin").returncode == 0
+    out = knack("outbox", "rebuild")
+    assert out.returncode == 2 and "is readable: nothing to rebuild" in out.stderr
+    damage(data / "outbox.sqlite")
+    for command in (("status",), ("pin",)):
+        out = knack(*command)
+        assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "is damaged" in out.stderr and "`knack outbox rebuild`" in out.stderr
+    out = knack("outbox", "rebuild")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kept the damaged file as" in out.stdout and "2 pinned" in out.stdout and "1 rejected" in out.stdout, out.stdout
+    assert list(data.glob("outbox.sqlite.damaged-*"))
+    out = knack("status", "--json")
+    assert json.loads(out.stdout)["counts"]["pinned"] == 2

@@ -400,3 +400,26 @@ def test_a_grace_period_that_runs_out_stops_on_time_and_leaves_the_rest_for_the_
     assert "resumes at the next start" in events(caplog, "robot.stopped")[0].getMessage()
     # The labeler goes on in its thread here (in `knack robot` the process ends); let it finish before the test does.
     wait_for(lambda: not service.session.labels.running, timeout=60)
+
+
+def test_a_damaged_outbox_at_start_is_rebuilt_and_said_in_healthz_instead_of_a_crash_loop(service_config, device_key, caplog):
+    from robot.service import RobotService
+
+    caplog.set_level(logging.INFO)
+    config = service_config()
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    (config.data_path / "outbox.sqlite").write_bytes(b"garbage where the outbox was" * 200)
+    service = RobotService(config, device_key)
+    thread = run_service(service)
+    try:
+        assert thread.is_alive() and service.session is not None
+        [damaged] = events(caplog, "outbox.damaged")
+        assert "is damaged" in damaged.getMessage()
+        assert events(caplog, "outbox.rebuilt") and list(config.data_path.glob("outbox.sqlite.damaged-*"))
+        reasons = service.health().reasons
+        assert any(r.startswith("outbox: the outbox was damaged") for r in reasons), reasons
+        wait_for(lambda: service.session.counts["written"] >= 1)  # recording goes on
+    finally:
+        service.signals.stop.set()
+        thread.join(30)
+    assert service.exit_code == 0

@@ -9,6 +9,7 @@ jitter, and the last error is kept in words for the operator."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from storage.outbox.states import DISCARDABLE, PENDING, STATES
 from storage.sqlite import open_wal
 
-__all__ = ["DISCARDABLE", "PENDING", "STATES", "BACKOFF_BASE_S", "BACKOFF_MAX_S", "NEVER", "Entry", "Outbox", "backoff"]
+__all__ = ["DISCARDABLE", "PENDING", "STATES", "BACKOFF_BASE_S", "BACKOFF_MAX_S", "NEVER", "Entry", "Outbox", "OutboxDamaged", "backoff"]
 BACKOFF_BASE_S = 5.0
 BACKOFF_MAX_S = 3600.0
 NEVER = float("inf")
@@ -44,11 +45,35 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
     return (rng or random).uniform(ceiling / 2, ceiling)
 
 
+class OutboxDamaged(Exception):
+    """The outbox file cannot be read as one: said in one line, with the way out."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(
+            f"the outbox {path} is damaged ({problem}); `knack outbox rebuild` rebuilds it from the clips on disk, "
+            "the content store and the chain, and keeps the damaged file beside it"
+        )
+
+
 class Outbox:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.Lock()
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:  # not a database, a torn page, a malformed schema
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            raise OutboxDamaged(self.path, str(exc)) from None
+
+    def _open(self) -> None:
+        self._db = None
         self._db = open_wal(self.path)
+        # Checked on open, so damage is found here and said once, not as a traceback from some later step.
+        problem = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if problem != "ok":
+            raise sqlite3.DatabaseError(problem)
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS clips (
                 clip_id TEXT PRIMARY KEY,
@@ -249,6 +274,19 @@ class Outbox:
                     (str(reward), "" if accepted else reason, time.time(), batch_id, index),
                 ).rowcount
         return changed
+
+    def restore(self, clip_id: str, cid: str, state: str, batch_id: int | None = None, batch_index: int | None = None) -> bool:
+        """For a rebuild only: a known clip (entered as accepted) set to where the content store and the chain
+        say it is: pinned, or submitted in batch `batch_id` at `batch_index`. True when it changed."""
+        if state not in ("pinned", "submitted"):
+            raise ValueError(f"a rebuilt clip is restored as pinned or submitted, not {state}")
+        return (
+            self._exec(
+                "UPDATE clips SET state = ?, cid = ?, batch_id = ?, batch_index = ?, updated = ? WHERE clip_id = ? AND state = 'accepted'",
+                (state, cid, batch_id, batch_index, time.time(), clip_id),
+            )
+            == 1
+        )
 
     def unsettled_batches(self) -> list[int]:
         with self._lock:

@@ -423,3 +423,21 @@ def test_a_damaged_outbox_at_start_is_rebuilt_and_said_in_healthz_instead_of_a_c
         service.signals.stop.set()
         thread.join(30)
     assert service.exit_code == 0
+
+
+def test_stop_completes_within_the_grace_period_when_a_camera_never_appeared(service_config, device_key, tmp_path):
+    import dataclasses
+
+    from robot.service import RobotService
+
+    config = service_config(grace_s=5.0)
+    missing = dataclasses.replace(config.camera[0], source=str(tmp_path / "never.mp4"), loop=False)
+    config = dataclasses.replace(config, camera=(missing,), serial=()).validate()
+    service = RobotService(config, device_key)
+    thread = run_service(service)
+    time.sleep(config.recorder.clip_seconds + config.recorder.max_source_lag_s + 0.5)  # the first clip was sealed empty
+    started = time.monotonic()
+    service.signals.stop.set()
+    thread.join(config.robot.grace_s + 10)
+    assert not thread.is_alive(), "the service did not stop"
+    assert time.monotonic() - started < config.robot.grace_s + 5 and service.exit_code == 0

@@ -1,11 +1,14 @@
 """The recorder: clips cut on one clock from a video-file camera and a pty sensor, written as clip bundles."""
 
+import dataclasses
 import json
 import threading
 import time
 
 import cv2
 import pyarrow.parquet as pq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collector.bundle import list_clips, verify_bundle
 from collector.recorder import Recorder
@@ -225,3 +228,52 @@ def test_stopping_completes_when_the_camera_never_appeared(make_config, tmp_path
     closing.start()
     closing.join(15)
     assert done and done[0].clips == 0
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    outages=st.lists(st.tuples(st.floats(0.3, 0.8), st.floats(0.2, 1.4)), min_size=1, max_size=3),
+    camera_late_s=st.floats(0.0, 1.2),
+)
+def test_generated_outage_schedules_through_a_real_pty_and_a_late_file_lose_nothing(
+    simulator, make_config, tmp_path_factory, device_key, outages, camera_late_s
+):
+    """A serial link unplugged and plugged back on a generated schedule (each outage up to several clips
+    long), and a camera file that appears late: clips keep being cut for whatever delivers, never overlap, hold
+    every frame of the file and every sample the recorder took, and the stop completes."""
+    tmp = tmp_path_factory.mktemp("outages")
+    link, late = tmp / "knack-imu", tmp / "late.mp4"
+    sim = simulator(rate=200, protocol="jsonl", link=str(link))
+    config = make_config([{"name": "cam", "source": str(late)}], [imu_serial(str(link), "jsonl")], clip_seconds=0.3, max_source_lag_s=0.2)
+    config = dataclasses.replace(config, data_dir=str(tmp / "data")).validate()
+    written = []
+    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+    camera_at = time.monotonic() + camera_late_s
+    for on_s, off_s in outages:
+        time.sleep(on_s)
+        if time.monotonic() >= camera_at and not late.exists():
+            write_video(tmp / "tmp.mp4", frames=15).rename(late)
+        sim.stop()
+        time.sleep(off_s)
+        sim = simulator(rate=200, protocol="jsonl", link=str(link))
+    if not late.exists():
+        time.sleep(max(0.0, camera_at - time.monotonic()))
+        write_video(tmp / "tmp.mp4", frames=15).rename(late)
+    back_ns = recorder.clock.now_ns()
+    assert wait_until(lambda: recorder.latest("imu") is not None and recorder.latest("imu").capture_ns > back_ns + 0.5e9, 15)
+    assert wait_until(lambda: recorder.sources[0].ended(), 10)
+    done = []
+    closing = threading.Thread(target=lambda: done.append(recorder.close()), daemon=True)
+    closing.start()
+    closing.join(15)
+    assert done, "the stop did not complete"
+    clips = [load(c.path) for c in sorted(written, key=lambda c: c.clip_id)]
+    spans = [(m["start"]["mono_ns"], m["end"]["mono_ns"]) for m, _, _ in clips]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "clips overlap"
+    numbers = [frame_number(f) for c in sorted(written, key=lambda c: c.clip_id) if (c.path / "video.mp4").exists() for f in read_frames(c.path / "video.mp4")]
+    assert numbers == list(range(15))
+    serial = recorder.sources[1]
+    stored = sum(s.num_rows for _, _, s in clips if s is not None)
+    assert stored == recorder.totals.samples and serial.stats.dropped == 0
+    assert serial.stats.received - recorder.totals.samples <= 10  # only what was captured after the stop
+    assert any(s is not None and max(s.column("capture_ns").to_pylist()) > back_ns for _, _, s in clips), "clips go on after the last outage"

@@ -238,34 +238,37 @@ def test_stopping_completes_when_the_camera_never_appeared(make_config, tmp_path
 def test_generated_outage_schedules_through_a_real_pty_and_a_late_file_lose_nothing(
     simulator, make_config, tmp_path_factory, device_key, outages, camera_late_s
 ):
-    """A serial link unplugged and plugged back on a generated schedule (each outage up to several clips
+    """A serial link unplugged and plugged back on a generated schedule (each outage up to three clips
     long), and a camera file that appears late: clips keep being cut for whatever delivers, never overlap, hold
     every frame of the file and every sample the recorder took, and the stop completes."""
     tmp = tmp_path_factory.mktemp("outages")
     link, late = tmp / "knack-imu", tmp / "late.mp4"
-    sim = simulator(rate=200, protocol="jsonl", link=str(link))
-    config = make_config([{"name": "cam", "source": str(late)}], [imu_serial(str(link), "jsonl")], clip_seconds=0.3, max_source_lag_s=0.2)
+    config = make_config([{"name": "cam", "source": str(late)}], [imu_serial(str(link), "jsonl")], clip_seconds=0.5, max_source_lag_s=0.2)
     config = dataclasses.replace(config, data_dir=str(tmp / "data")).validate()
+    sim = simulator(rate=200, protocol="jsonl", link=str(link))
     written = []
     recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
-    camera_at = time.monotonic() + camera_late_s
-    for on_s, off_s in outages:
-        time.sleep(on_s)
-        if time.monotonic() >= camera_at and not late.exists():
+    try:
+        camera_at = time.monotonic() + camera_late_s
+        for on_s, off_s in outages:
+            time.sleep(on_s)
+            if time.monotonic() >= camera_at and not late.exists():
+                write_video(tmp / "tmp.mp4", frames=15).rename(late)
+            sim.stop()
+            time.sleep(off_s)
+            sim = simulator(rate=200, protocol="jsonl", link=str(link))
+        if not late.exists():
+            time.sleep(max(0.0, camera_at - time.monotonic()))
             write_video(tmp / "tmp.mp4", frames=15).rename(late)
-        sim.stop()
-        time.sleep(off_s)
-        sim = simulator(rate=200, protocol="jsonl", link=str(link))
-    if not late.exists():
-        time.sleep(max(0.0, camera_at - time.monotonic()))
-        write_video(tmp / "tmp.mp4", frames=15).rename(late)
-    back_ns = recorder.clock.now_ns()
-    assert wait_until(lambda: recorder.latest("imu") is not None and recorder.latest("imu").capture_ns > back_ns + 0.5e9, 15)
-    assert wait_until(lambda: recorder.sources[0].ended(), 10)
-    done = []
-    closing = threading.Thread(target=lambda: done.append(recorder.close()), daemon=True)
-    closing.start()
-    closing.join(15)
+        back_ns = recorder.clock.now_ns()
+        assert wait_until(lambda: recorder.latest("imu") is not None and recorder.latest("imu").capture_ns > back_ns + 0.5e9, 15)
+        assert wait_until(lambda: recorder.sources[0].ended(), 10)
+    finally:
+        done = []
+        closing = threading.Thread(target=lambda: done.append(recorder.close()), daemon=True)
+        closing.start()
+        closing.join(15)
+        sim.stop()  # each example's simulators stop with it, not at the end of the whole test
     assert done, "the stop did not complete"
     clips = [load(c.path) for c in sorted(written, key=lambda c: c.clip_id)]
     spans = [(m["start"]["mono_ns"], m["end"]["mono_ns"]) for m, _, _ in clips]

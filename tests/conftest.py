@@ -239,3 +239,19 @@ threshold = 0.5
 '''
     (directory / "colour.toml").write_text(text)
     return directory / "colour.toml"
+
+
+def knack_cli(data: Path, tmp_path: Path, timeout: float = 120, **env_extra):
+    """`knack ARGS…` as a subprocess on data directory `data`, with no user configuration: returns a function
+    of the arguments giving the CompletedProcess (text)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KNACK_DATA_DIR=str(data), XDG_CONFIG_HOME=str(tmp_path / "no-config"), **env_extra)
+    env.pop("KNACK_CONFIG", None)
+
+    def knack(*args):
+        return subprocess.run([sys.executable, "-m", "knack", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+    return knack

@@ -39,8 +39,9 @@ def simulated_port(env):
     assert proc.wait(10) == 0
 
 
-def test_simulate_then_record_then_verify(tmp_path, env, simulated_port):
-    video = write_video(tmp_path / "bench.mp4", frames=60)
+def bench_config(tmp_path, frames: int, port: str):
+    """knack.toml: a video-file camera of `frames` numbered frames and a simulated glove on `port`, 1 s clips."""
+    video = write_video(tmp_path / "bench.mp4", frames=frames)
     config = tmp_path / "knack.toml"
     config.write_text(f"""
 [recorder]
@@ -50,11 +51,16 @@ name = "bench"
 source = "{video}"
 [[serial]]
 name = "glove"
-port = "{simulated_port}"
+port = "{port}"
 protocol = "jsonl"
 seq_field = "seq"
 device_time_field = "t_us"
 """)
+    return config
+
+
+def test_simulate_then_record_then_verify(tmp_path, env, simulated_port):
+    config = bench_config(tmp_path, 60, simulated_port)
     out = knack("--config", str(config), "record", "--until-end", "--duration", "30", env=env)
     assert "Created device key 0x" in out.stdout and "clip(s) written, 0 failed" in out.stdout
     clips = list_clips(tmp_path / "share/knack/clips")
@@ -235,19 +241,7 @@ def test_a_video_file_camera_that_does_not_exist_is_an_error_at_start(tmp_path, 
 
 def test_recording_stops_when_every_video_file_camera_has_ended(tmp_path, env, simulated_port):
     # Without --until-end, a serial sensor would otherwise go on filling clips that have no video.
-    video = write_video(tmp_path / "bench.mp4", frames=45)
-    config = tmp_path / "knack.toml"
-    config.write_text(f"""
-[recorder]
-clip_seconds = 1
-[[camera]]
-name = "bench"
-source = "{video}"
-[[serial]]
-name = "glove"
-port = "{simulated_port}"
-protocol = "jsonl"
-""")
+    config = bench_config(tmp_path, 45, simulated_port)
     started = time.monotonic()
     out = knack("--config", str(config), "record", "--duration", "60", "--no-label", env=env, timeout=90)
     assert time.monotonic() - started < 45, "it stopped at the end of the file, not after the 60 s asked for"

@@ -16,6 +16,7 @@ from collector.bundle import MANIFEST, MAX_ENTRIES, verify_bundle
 from storage.content.ipfs import EmbeddedStore
 from storage.outbox.db import Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
+from tests.conftest import knack_cli
 
 ACCEPTED = {"status": "accepted", "accepted": True, "reasons": [], "summary": "accepted: every check passed"}
 
@@ -110,16 +111,10 @@ def test_a_name_that_would_break_the_report_line_is_quoted(clip):
     assert "'evil\\nOK      forged': present but not listed in the manifest" in out.stdout
 
 
-def knack(tmp_path, data, *args):
-    env = dict(os.environ, KNACK_DATA_DIR=str(data), XDG_CONFIG_HOME=str(tmp_path / "no-config"))
-    env.pop("KNACK_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "knack", *args], env=env, capture_output=True, text=True, timeout=120)
-
-
 def test_export_car_refuses_a_bundle_with_a_link_and_stores_nothing(clip, tmp_path):
     data = clip.parent.parent
     (clip / "sensors-extra").symlink_to("/etc/passwd")
-    out = knack(tmp_path, data, "export-car", str(clip), "-o", str(tmp_path / "clip.car"))
+    out = knack_cli(data, tmp_path)("export-car", str(clip), "-o", str(tmp_path / "clip.car"))
     assert out.returncode == 2, out
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "does not verify" in out.stderr and "symbolic link" in out.stderr

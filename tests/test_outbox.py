@@ -21,6 +21,7 @@ from storage.content.ipfs import EmbeddedStore, StoreUnavailable
 from storage.content.unixfs import add_path
 from storage.outbox.db import BACKOFF_MAX_S, NEVER, Outbox, backoff
 from storage.outbox.pinner import enqueue_all, pin_due
+from tests.conftest import knack_cli
 
 ACCEPTED = {"status": "accepted", "accepted": True, "reasons": [], "summary": "accepted: every check passed"}
 REJECTED = {"status": "rejected", "accepted": False, "reasons": [{"code": "no_hands"}], "summary": "rejected: no hands in 90% of frames"}
@@ -184,11 +185,7 @@ def test_a_clip_recorded_before_its_label_moves_on_once_it_is_labeled(tmp_path, 
 def test_cli_status_pin_retry_export_car_and_cid(tmp_path, clips):
     made = clips(2) + clips(1, REJECTED)
     data = made[0].parent.parent
-    env = dict(os.environ, KNACK_DATA_DIR=str(data), XDG_CONFIG_HOME=str(tmp_path / "no-config"))
-    env.pop("KNACK_CONFIG", None)
-
-    def knack(*args):
-        return subprocess.run([sys.executable, "-m", "knack", *args], env=env, capture_output=True, text=True, timeout=120)
+    knack = knack_cli(data, tmp_path, timeout=120)
 
     out = knack("status")
     assert out.returncode == 0 and "accepted 2" in out.stdout and "rejected 1" in out.stdout and "Oldest pending:" in out.stdout
@@ -245,11 +242,7 @@ def test_a_clip_signed_for_no_network_waits_then_is_resigned_for_it_before_it_is
 def test_a_pinned_clip_is_never_relabeled_in_place_and_as_new_labels_a_copy(tmp_path, clips):
     [clip] = clips(1)
     data = clip.parent.parent
-    env = dict(os.environ, KNACK_DATA_DIR=str(data), XDG_CONFIG_HOME=str(tmp_path / "no-config"), KNACK_DEVICE_PASSWORD="test-password")
-    env.pop("KNACK_CONFIG", None)
-
-    def knack(*args):
-        return subprocess.run([sys.executable, "-m", "knack", *args], env=env, capture_output=True, text=True, timeout=180)
+    knack = knack_cli(data, tmp_path, timeout=180, KNACK_DEVICE_PASSWORD="test-password")
 
     assert knack("pin").returncode == 0
     cid = str(add_path(clip).cid)
@@ -304,11 +297,7 @@ def test_rebuild_takes_states_from_the_clips_the_store_and_the_chain(tmp_path, c
 def test_a_damaged_outbox_is_one_line_and_knack_outbox_rebuild_mends_it(tmp_path, clips):
     made = clips(2) + clips(1, REJECTED)
     data = made[0].parent.parent
-    env = dict(os.environ, KNACK_DATA_DIR=str(data), XDG_CONFIG_HOME=str(tmp_path / "no-config"))
-    env.pop("KNACK_CONFIG", None)
-
-    def knack(*args):
-        return subprocess.run([sys.executable, "-m", "knack", *args], env=env, capture_output=True, text=True, timeout=120)
+    knack = knack_cli(data, tmp_path, timeout=120)
 
     assert knack("pin").returncode == 0
     out = knack("outbox", "rebuild")

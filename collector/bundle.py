@@ -312,8 +312,11 @@ def copy_as_new(clip: Path, key: DeviceKey) -> Path:
     try:
         for entry in manifest["files"]:
             shutil.copyfile(clip / entry["name"], partial / entry["name"])
+        # Without the old verdict: the copy is a clip recorded, not labeled, until its own label is written (a
+        # copy left by a labeling that failed must not go on as accepted under the original's decision).
         body = {k: v for k, v in manifest.items() if k not in ("signature", "files")}
-        write_manifest(partial, dict(body, clip_id=clip_id, parent=manifest["clip_id"], device_id=key.address), key)
+        unlabeled = {"labels": None, "quality": None, "privacy": None, "decision": None}  # as the recorder writes it
+        write_manifest(partial, dict(body, **unlabeled, clip_id=clip_id, parent=manifest["clip_id"], device_id=key.address), key)
         return seal(partial, clip.parent / clip_id)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -5,12 +5,15 @@ it, a manifest that is a link, a directory stuffed with entries, names that brea
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collector.bundle import MANIFEST, MAX_ENTRIES, verify_bundle
 from storage.content.ipfs import EmbeddedStore
@@ -140,3 +143,44 @@ def test_a_clip_changed_on_disk_after_labeling_is_not_pinned_and_the_others_are(
     states = {e.clip_id: e.state for e in outbox.entries()}
     assert states[good.name] == "pinned" and states[bad.name] == "accepted"
     assert outbox.get(bad.name).last_error.startswith(f"clip {bad.name} does not verify")
+
+
+MUTATIONS = ["link_out", "link_in", "fifo", "directory", "truncate", "unlisted_link", "unlisted_dir", "unlisted_fifo", "odd_name", "manifest_link"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=st.lists(st.tuples(st.sampled_from(MUTATIONS), st.sampled_from(["video.mp4", "frames.parquet", "manifest.json"])), min_size=1, max_size=4))
+def test_generated_bundle_trees_are_refused_with_one_line_each_and_nothing_outside_is_read(clip, tmp_path_factory, mutations):
+    work = tmp_path_factory.mktemp("fuzz")
+    bundle = work / "clip"
+    shutil.copytree(clip, bundle)
+    outside = work / "outside"
+    os.mkfifo(outside)  # anything that followed a link out of the bundle and read it would wait here for ever
+    for kind, name in mutations:
+        target = bundle / name
+        if kind in ("link_out", "link_in", "fifo", "directory", "truncate") and target.exists() and not target.is_symlink() and target.is_file():
+            target.unlink()
+            if kind == "link_out":
+                target.symlink_to(outside)
+            elif kind == "link_in":
+                target.symlink_to(bundle / "frames.parquet")
+            elif kind == "fifo":
+                os.mkfifo(target)
+            elif kind == "directory":
+                target.mkdir()
+            else:
+                target.write_bytes(b"")
+        elif kind == "unlisted_link" and not os.path.lexists(bundle / f"extra-{name}"):
+            (bundle / f"extra-{name}").symlink_to(outside)
+        elif kind == "unlisted_dir":
+            (bundle / f"dir-{name}").mkdir(exist_ok=True)
+        elif kind == "unlisted_fifo" and not (bundle / f"fifo-{name}").exists():
+            os.mkfifo(bundle / f"fifo-{name}")
+        elif kind == "odd_name":
+            (bundle / f"{name}\n\x1b[2J").write_bytes(b"x")
+        elif kind == "manifest_link" and (bundle / MANIFEST).is_file() and not (bundle / MANIFEST).is_symlink():
+            (bundle / MANIFEST).rename(work / "m.json")
+            (bundle / MANIFEST).symlink_to(work / "m.json")
+    result = verify_soon(bundle)  # returns: nothing was read through a link to the pipe outside
+    assert not result.ok and result.problems
+    assert all("\n" not in p and "\x1b" not in p for p in result.problems), result.problems

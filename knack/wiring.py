@@ -109,6 +109,15 @@ def validator_key(config: Config, announce: Announce = print, password: str | No
     return key
 
 
+def device_address(config: Config) -> str | None:
+    """This device's key address, read from its keystore in clear (no password needed); None without a
+    readable keystore."""
+    try:
+        return "0x" + json.loads(config.keystore_path.read_text())["address"].removeprefix("0x")
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+
+
 def contributor_address(config: Config, address: str | None = None) -> str:
     """Whose rewards to show: the given address, the configured contributor, else this device's key address
     (read from the keystore in clear: no password is needed to look at rewards)."""
@@ -116,10 +125,10 @@ def contributor_address(config: Config, address: str | None = None) -> str:
         return address
     if config.identity.contributor:
         return config.identity.contributor
-    try:
-        return "0x" + json.loads(config.keystore_path.read_text())["address"].removeprefix("0x")
-    except (OSError, ValueError, KeyError):
-        raise ConfigError(f"no address given and no device key at {config.keystore_path}: pass one, e.g. `knack rewards 0x…`") from None
+    found = device_address(config)
+    if found is None:
+        raise ConfigError(f"no address given and no device key at {config.keystore_path}: pass one, e.g. `knack rewards 0x…`")
+    return found
 
 
 # --- content store and outbox ----------------------------------------------------------------------------
@@ -180,10 +189,8 @@ def rebuild_outbox(config: Config, say: Announce = print):
 
 def _device_batches(config: Config, ledger) -> list:
     """This device's batches on chain ([] for a device the registry does not know, or no key yet)."""
-    if not config.keystore_path.exists():
-        return []
-    address = "0x" + json.loads(config.keystore_path.read_text())["address"].removeprefix("0x")
-    record = ledger.device(address)
+    address = device_address(config)
+    record = ledger.device(address) if address else None
     if record is None:
         return []
     return [b for b in ledger.submissions_of(record.contributor) if b.device.lower() == address.lower()]

@@ -1,7 +1,7 @@
 """Soak: `knack robot` left running, as under systemd, watched through its own /metrics.
 
-The service records the bundled sample video as a 30 fps camera (looping) and a 500 Hz joint-state stream
-over a real pty, labels every clip, pins it in the embedded store and settles it on the embedded chain
+The service records the bundled sample video as a 30 fps camera (looping), a 1 kHz binary IMU stream and a
+500 Hz joint-state stream, each over a real pty, labels every clip, pins it in the embedded store and settles it on the embedded chain
 (the service is its own validator). Every few seconds the bench scrapes /metrics; at the end it sends
 SIGTERM and checks the clean exit. It prints:
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from collector.sample import SAMPLE_VIDEO  # noqa: E402
-from collector.simulator import SerialSimulator, SimulatorConfig, joint_names  # noqa: E402
+from collector.simulator import IMU_BINARY_FORMAT, IMU_FIELDS, SerialSimulator, SimulatorConfig, joint_names  # noqa: E402
 
 JOINTS = joint_names(6)
 
@@ -62,7 +62,7 @@ def total(m: dict, name: str, **labels) -> float:
     return sum(v for (n, ls), v in m.items() if n == name and want <= set(ls))
 
 
-def config_text(data: Path, port: int, joint_port: str, clip_seconds: float) -> str:
+def config_text(data: Path, port: int, joint_port: str, imu_port: str, clip_seconds: float) -> str:
     return f"""data_dir = "{data}"
 [recorder]
 clip_seconds = {clip_seconds}
@@ -76,6 +76,15 @@ min_free_mb = 256.0
 name = "cam"
 source = "{SAMPLE_VIDEO}"
 loop = true
+[[serial]]
+name = "imu"
+port = "{imu_port}"
+protocol = "binary"
+binary_format = "{IMU_BINARY_FORMAT}"
+binary_fields = {json.dumps(list(IMU_FIELDS))}
+device_time_field = "t_us"
+seq_field = "seq"
+nominal_rate = 1000.0
 [[joints]]
 name = "arm"
 port = "{joint_port}"
@@ -94,9 +103,10 @@ def soak(seconds: float, every: float, clip_seconds: float = 10.0) -> dict:
     with tempfile.TemporaryDirectory(prefix="knack-soak-") as tmp:
         tmp = Path(tmp)
         sim = SerialSimulator(SimulatorConfig(rate=500.0, protocol="jsonl", stream="joints", joints=len(JOINTS))).start()
+        imu = SerialSimulator(SimulatorConfig(rate=1000.0, protocol="binary")).start()
         port = free_port()
         config = tmp / "knack.toml"
-        config.write_text(config_text(tmp / "data", port, sim.port, clip_seconds))
+        config.write_text(config_text(tmp / "data", port, sim.port, imu.port, clip_seconds))
         env = dict(os.environ, HOME=str(tmp), KNACK_DEVICE_PASSWORD="soak")
         env.pop("KNACK_DATA_DIR", None)
         log = open(tmp / "robot.log", "wb")
@@ -128,6 +138,7 @@ def soak(seconds: float, every: float, clip_seconds: float = 10.0) -> dict:
                 proc.kill()
             log.close()
             sim.stop()
+            imu.stop()
         if not series:
             raise SystemExit("knack robot never answered on /metrics:\n" + (tmp / "robot.log").read_text()[-3000:])
         result = summarize(series, wall, code, stop_s)
@@ -194,7 +205,7 @@ def main() -> int:
     parser.add_argument("--clip-seconds", type=float, default=10.0)
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object at the end")
     args = parser.parse_args()
-    print(f"knack robot soak: {args.seconds:g} s, 30 fps camera (sample video, looping) + 500 Hz joint states over a pty, clips of {args.clip_seconds:g} s")
+    print(f"knack robot soak: {args.seconds:g} s, 30 fps camera (sample video, looping) + 1 kHz binary IMU + 500 Hz joint states over ptys, clips of {args.clip_seconds:g} s")
     result = soak(args.seconds, args.every, args.clip_seconds)
     if args.json:
         print(json.dumps(result))

@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -32,14 +31,14 @@ from collector.labeling import Labeler  # noqa: E402
 from collector.labeling.models import Models  # noqa: E402
 from collector.labeling.runtime import gpu_present  # noqa: E402
 from collector.sample import SAMPLE_VIDEO  # noqa: E402
+from collector.video import VideoWriter, probe, read_frames  # noqa: E402
 
 
 def make_clip(clips: Path, video: Path, key, capture_ns: list[int] | None = None) -> tuple[Path, int, float]:
     """A signed clip bundle holding a copy of `video`, as the recorder would write it; with `capture_ns`, its
     frames.parquet too (one capture time per frame)."""
-    capture = cv2.VideoCapture(str(video))
-    frames, fps = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), capture.get(cv2.CAP_PROP_FPS)
-    capture.release()
+    info = probe(video)
+    frames, fps = info.frames, info.fps
     clip_id = new_clip_id()
     partial = clips / f".partial-{clip_id}"
     partial.mkdir(parents=True)
@@ -67,6 +66,18 @@ def make_clip(clips: Path, video: Path, key, capture_ns: list[int] | None = None
     return seal(partial, clips / clip_id), frames, frames / fps
 
 
+def as_recorded(video: Path, work: Path) -> Path:
+    """The video re-encoded as the recorder writes a clip (the pinned codec), so the labeler decodes what it
+    decodes on a device."""
+    frames = read_frames(video)
+    out = work / "recorded.mp4"
+    writer = VideoWriter(out, probe(video).fps, frames[0].shape[1], frames[0].shape[0])
+    for frame in frames:
+        writer.write(frame)
+    writer.close()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", default=str(SAMPLE_VIDEO))
@@ -79,20 +90,21 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="knack-label-bench-"))
     key, _ = load_or_create(work / "key.json", "bench", kdf="pbkdf2", iterations=1000)
     config = from_mapping({"data_dir": str(work / "data")}).validate()
+    video = as_recorded(Path(args.video), work)
     print(
-        f"labeling benchmark: {Path(args.video).name}, sampling {defaults.sample_fps:g} fps, batches of {defaults.batch_size}, {args.repeat} run(s) per provider"
+        f"labeling benchmark: {Path(args.video).name} as recorded ({probe(video).codec}), sampling {defaults.sample_fps:g} fps, batches of {defaults.batch_size}, {args.repeat} run(s) per provider"
     )
     rows = []
     for device in args.devices.split(","):
         labeler_config = dataclasses.replace(defaults, device=Device(device), threads=args.threads)
         models = Models(labeler_config)
         labeler = Labeler(dataclasses.replace(config, labeler=labeler_config), key, models)
-        warm, _, _ = make_clip(config.clips_path, Path(args.video), key)
+        warm, _, _ = make_clip(config.clips_path, video, key)
         labeler.label(warm)  # first runs allocate and (for TensorRT) build engines
         wall = video_s = frames = 0.0
         sampled = 0
         for _ in range(args.repeat):
-            clip, n, seconds = make_clip(config.clips_path, Path(args.video), key)
+            clip, n, seconds = make_clip(config.clips_path, video, key)
             started = time.perf_counter()
             labeler.label(clip)
             wall += time.perf_counter() - started

@@ -5,7 +5,7 @@ The service records the bundled sample video as a 30 fps camera (looping), a 1 k
 (the service is its own validator). Every few seconds the bench scrapes /metrics; at the end it sends
 SIGTERM and checks the clean exit. It prints:
 
-  RSS       resident memory after warm-up (the first clip labeled), at the end, the growth, and the median
+  RSS       resident memory of the service and its capture process together, after warm-up (the first clip labeled), at the end, the growth, and the median
             of each third of the run: a leak shows as medians that keep rising;
   fds       open file descriptors at warm-up and at the end (a leak of ports, files or sockets);
   clips     clips written, and per minute; how far they got (settled, rejected, waiting);
@@ -55,6 +55,21 @@ def scrape(port: int) -> dict:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+def tree_rss_bytes(pid: int) -> float:
+    """Resident memory of the service and its children (the capture process): /metrics sees only its own."""
+    total_kb, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total_kb += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue  # gone meanwhile
+    return total_kb * 1024.0
 
 
 def total(m: dict, name: str, **labels) -> float:
@@ -119,12 +134,13 @@ def soak(seconds: float, every: float, clip_seconds: float = 10.0) -> dict:
                 if proc.poll() is not None:
                     break
                 try:
-                    series.append((time.monotonic() - t0, scrape(port)))
+                    m = scrape(port)
                 except OSError:
                     continue  # not listening yet
-                m = series[-1][1]
+                m[("knack_bench_tree_rss_bytes", ())] = tree_rss_bytes(proc.pid)
+                series.append((time.monotonic() - t0, m))
                 print(
-                    f"  {series[-1][0]:6.0f} s  RSS {total(m, 'process_resident_memory_bytes') / 2**20:7.1f} MB  fds {total(m, 'process_open_fds'):4.0f}"
+                    f"  {series[-1][0]:6.0f} s  RSS {total(m, 'knack_bench_tree_rss_bytes') / 2**20:7.1f} MB  fds {total(m, 'process_open_fds'):4.0f}"
                     f"  clips {total(m, 'knack_clip_events_total', event='written'):4.0f} written, {total(m, 'knack_clips', state='settled'):4.0f} settled",
                     flush=True,
                 )
@@ -157,7 +173,7 @@ def rate(series: list, start: int, name: str) -> float:
 
 
 def summarize(series: list, wall: float, code: int, stop_s: float) -> dict:
-    rss = [(t, total(m, "process_resident_memory_bytes") / 2**20) for t, m in series]
+    rss = [(t, total(m, "knack_bench_tree_rss_bytes") / 2**20) for t, m in series]
     fds = [total(m, "process_open_fds") for _, m in series]
     # Warm-up: the models load and the first clip is labeled; memory after that is the baseline.
     warm = next(
@@ -205,7 +221,9 @@ def main() -> int:
     parser.add_argument("--clip-seconds", type=float, default=10.0)
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object at the end")
     args = parser.parse_args()
-    print(f"knack robot soak: {args.seconds:g} s, 30 fps camera (sample video, looping) + 1 kHz binary IMU + 500 Hz joint states over ptys, clips of {args.clip_seconds:g} s")
+    print(
+        f"knack robot soak: {args.seconds:g} s, 30 fps camera (sample video, looping) + 1 kHz binary IMU + 500 Hz joint states over ptys, clips of {args.clip_seconds:g} s"
+    )
     result = soak(args.seconds, args.every, args.clip_seconds)
     if args.json:
         print(json.dumps(result))

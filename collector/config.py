@@ -185,14 +185,24 @@ class JointStateConfig:
         _require(self.queue_size >= 16, f"{key}.queue_size", self.queue_size, "at least 16")
 
 
+# The pinned video's codec (collector/video.py): auto = AV1, else H.264.
+VIDEO_CODECS = ("auto", "av1", "h264")
+
+
 @dataclass(frozen=True)
 class RecorderConfig:
     # 0 cuts clips only on the operator's start/stop/split.
     clip_seconds: float = 10.0
     # How long a clip waits for a slow source before it is closed without it.
     max_source_lag_s: float = 1.0
+    # The pinned video's codec: "auto" is AV1 (NVENC on a GPU, else SVT-AV1), H.264 where no AV1 encoder opens.
+    video_codec: str = "auto"
+    # Capture (sources, clock, segmenter, encoder) in a process of its own, so that labeling, pinning, the chain
+    # and the app never stall it; false runs it in threads of the session's process (a debugger, a tiny board).
+    own_process: bool = True
 
     def validate(self, key: str) -> None:
+        _require(self.video_codec in VIDEO_CODECS, f"{key}.video_codec", self.video_codec, f"one of {', '.join(VIDEO_CODECS)}")
         _require(self.clip_seconds == 0 or self.clip_seconds >= 0.5, f"{key}.clip_seconds", self.clip_seconds, "0 (manual) or at least 0.5 seconds")
         _require(0.05 <= self.max_source_lag_s <= 30, f"{key}.max_source_lag_s", self.max_source_lag_s, "between 0.05 and 30 seconds")
 

@@ -35,6 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from collector.video import VideoError, VideoReader
+
 RATE_HZ = 5.0  # print samples (video) and steps (sensors) a second
 # Two prints are near duplicates when at least this share of the shorter one lines up at similarity >= the
 # threshold; two distinct windows of one video that overlap by more than half of the shorter therefore match.
@@ -420,13 +422,13 @@ def video_print(path: Path, *, max_frames: int = MAX_FRAMES, max_seconds: float 
     """The print of a video file's first `max_seconds` (at most MAX_SECONDS, and at most `max_frames` frames); None
     when it has no frame.
 
-    Raises FingerprintError for a file OpenCV cannot open, or one whose frame rate or frame size is absurd."""
-    capture = cv2.VideoCapture(str(path))
+    Raises FingerprintError for a file that cannot be opened as a video, or one whose frame rate or frame size is absurd."""
     try:
-        if not capture.isOpened():
-            raise FingerprintError(f"{path}: not a video OpenCV can read")
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        width, height = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+        reader = VideoReader(path)
+    except VideoError as exc:
+        raise FingerprintError(f"{path}: {exc}") from exc
+    with reader:
+        fps, width, height = reader.info.fps, reader.info.width, reader.info.height
         if not (math.isfinite(fps) and 1.0 <= fps <= 1000.0):
             raise FingerprintError(f"{path}: frame rate {fps} is not between 1 and 1000")
         if width * height > MAX_PIXELS:
@@ -435,23 +437,19 @@ def video_print(path: Path, *, max_frames: int = MAX_FRAMES, max_seconds: float 
         limit = min(max_frames, math.ceil(max_seconds * fps))
 
         def frames():
-            for index in range(limit):
-                if index % every:
-                    if not capture.grab():
-                        return
-                    continue
-                ok, frame = capture.read()
-                if not ok or frame is None:
+            for index, frame in enumerate(reader):
+                if index >= limit:
                     return
+                if index % every:
+                    continue
                 if frame.shape[0] * frame.shape[1] > MAX_PIXELS:
                     raise FingerprintError(f"{path}: frame {index} is {frame.shape[1]}x{frame.shape[0]}")
                 yield frame
 
-        return print_frames(frames(), fps / every, query=query)
-    except cv2.error as exc:
-        raise FingerprintError(f"{path}: {exc}") from exc
-    finally:
-        capture.release()
+        try:
+            return print_frames(frames(), fps / every, query=query)
+        except cv2.error as exc:
+            raise FingerprintError(f"{path}: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 from collections import Counter, deque
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from collector.config import Config
 from collector.identity import DeviceKey
+from collector.priority import yield_to_capture
 
 log = logging.getLogger("knack.pipeline")
 
@@ -30,20 +30,6 @@ def unlabeled(clips_dir: Path) -> list[Path]:
         except (OSError, ValueError):
             continue  # `knack verify` names what is wrong with it
     return waiting
-
-
-# Labeling may lag; capture may not. On Linux a thread's nice value is its own and the threads it starts
-# (onnxruntime's pool, made when the labeler loads; FFmpeg's decoders) inherit it, so when the CPU is
-# short the scheduler serves the capture threads first. (It cannot help with the GIL: Python-side work in
-# other threads still competes with the capture threads for it.)
-LABEL_NICE = 10
-
-
-def _yield_to_capture() -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LABEL_NICE)
-    except (AttributeError, OSError):  # not Linux, or not allowed: labeling runs at the same priority
-        pass
 
 
 class LabelWorker:
@@ -85,7 +71,7 @@ class LabelWorker:
         from collector.labeling import Labeler, LabelError
         from collector.labeling.cards import CardError
 
-        _yield_to_capture()
+        yield_to_capture()
         try:
             labeler = self._labeler or Labeler(self.config, self.key)
         except (CardError, OSError) as exc:

@@ -7,7 +7,9 @@ so sealing one clip never stalls capture of the next.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import platform
 import queue
 import threading
@@ -22,13 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import collector
-from collector.bundle import FRAMES, PARTIAL_PREFIX, SENSORS, VIDEO_FOURCC, new_clip_id, recover_partials, seal, video_name, write_manifest, write_sensor_log
+from collector.bundle import FRAMES, PARTIAL_PREFIX, SENSORS, new_clip_id, recover_partials, seal, video_name, write_manifest, write_sensor_log
 from collector.clock import Clock
 from collector.config import Config
 from collector.devices import usb_id_of
 from collector.identity import DeviceKey
 from collector.segmenter import GapBook, Segmenter, Span
 from collector.sources.base import Frame, Gap, Sample, Source, StreamStats
+from collector.video import VideoWriter, choose_encoder
 
 log = logging.getLogger("knack.recorder")
 
@@ -41,7 +44,7 @@ class ClipBuffer:
     clip_id: str
     partial: Path
     stats_at_start: dict[str, StreamStats]
-    writers: dict[str, cv2.VideoWriter] = field(default_factory=dict)
+    writers: dict[str, VideoWriter] = field(default_factory=dict)
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     frame_counts: Counter = field(default_factory=Counter)
     frames: list[tuple[str, int, int]] = field(default_factory=list)  # camera, frame index, capture ns
@@ -65,6 +68,38 @@ class Totals:
     failed: int = 0
 
 
+LOCK_NAME = ".recorder.lock"
+LOCK_WAIT_S = 30.0
+
+
+class RecorderBusy(RuntimeError):
+    """Another recorder writes clips into the same directory."""
+
+
+def _take_clips_lock(clips_dir: Path):
+    """One recorder per clips directory: a second one would remove the first one's clips in the making as what
+    a crash left. Waits a while for one that is still sealing its last clips (a capture process whose session
+    was killed finishes them before it exits)."""
+    handle = open(clips_dir / LOCK_NAME, "a+")
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise RecorderBusy(f"another recorder ({holder}) is writing clips in {clips_dir}: one recorder per data directory") from None
+            time.sleep(0.1)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
 class Recorder:
     def __init__(self, config: Config, sources: list[Source], key: DeviceKey, on_clip: Callable[[ClipWritten], None] | None = None):
         self.config = config
@@ -74,6 +109,7 @@ class Recorder:
         self.clock = Clock()
         self.clips_dir = config.clips_path
         self.segmenter = Segmenter(int(config.recorder.clip_seconds * 1e9))
+        self.encoder = choose_encoder(config.recorder.video_codec)
         self.totals = Totals()
         self.contributor = config.identity.contributor or key.address
         self._buffers: dict[int, ClipBuffer] = {}
@@ -89,10 +125,13 @@ class Recorder:
         self._last_bug = 0.0
         self._failing: set[str] = set()
         self._latest: dict[str, Frame | Sample] = {}
+        self._stop_at_cameras_end = False
+        self._lock = None
 
     # --- control (any thread) -------------------------------------------------------------------
     def start(self, record: bool = True) -> Recorder:
         self.clips_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _take_clips_lock(self.clips_dir)
         self.recovered = recover_partials(self.clips_dir)
         for source in self.sources:
             self.stream_info[source.name] = {"usb": usb_id_of(str(source.describe().get("source", "")))}
@@ -109,17 +148,23 @@ class Recorder:
             t.start()
         return self
 
-    def start_clip(self) -> None:
-        self._commands.put(("start", self.clock.now_ns(), None))
+    # `at_ns`: when the operator asked (a command relayed from another process); default now.
+    def start_clip(self, at_ns: int | None = None) -> None:
+        self._commands.put(("start", at_ns or self.clock.now_ns(), None))
 
-    def stop_clip(self) -> None:
-        self._commands.put(("stop", self.clock.now_ns(), None))
+    def stop_clip(self, at_ns: int | None = None) -> None:
+        self._commands.put(("stop", at_ns or self.clock.now_ns(), None))
 
-    def split(self) -> None:
-        self._commands.put(("split", self.clock.now_ns(), None))
+    def split(self, at_ns: int | None = None) -> None:
+        self._commands.put(("split", at_ns or self.clock.now_ns(), None))
 
-    def mark(self, label: str = "mark") -> None:
-        self._commands.put(("mark", self.clock.now_ns(), label))
+    def mark(self, label: str = "mark", at_ns: int | None = None) -> None:
+        self._commands.put(("mark", at_ns or self.clock.now_ns(), label))
+
+    def stop_at_cameras_end(self) -> None:
+        """Recording stops where the last video-file camera ended, as soon as it has (`record --until-end`, the
+        demo): decided here, where the items are routed, so that no clip of what came after is begun."""
+        self._stop_at_cameras_end = True
 
     def latest(self, name: str) -> Frame | Sample | None:
         """The last frame or sample the recorder took from source `name` (for a live view; never blocks capture)."""
@@ -148,6 +193,9 @@ class Recorder:
         self._stop.set()
         for t in self._threads:
             t.join()
+        if self._lock is not None:
+            self._lock.close()  # releases the lock: the next recorder may clean up after this one
+            self._lock = None
         return self.totals
 
     # --- recorder thread ------------------------------------------------------------------------
@@ -188,6 +236,9 @@ class Recorder:
     def _step(self, lag_ns: int) -> bool:
         """One pass over commands and queues; True when the recorder has finished."""
         stopping = self._stop.is_set()
+        if self._stop_at_cameras_end and self.segmenter.recording and self.sources_ended():
+            self._stop_at_cameras_end = False
+            self._commands.put(("stop", self.files_end_ns(), None))
         self._run_commands()
         moved = 0
         for source in self.sources:
@@ -274,9 +325,7 @@ class Recorder:
         if writer is None:
             name = video_name(source.name, sum(s.kind == "camera" for s in self.sources))
             fps = source.describe().get("nominal_rate") or 30.0
-            writer = cv2.VideoWriter(str(buf.partial / name), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, (width, height))
-            if not writer.isOpened():
-                raise OSError(f"OpenCV cannot write {buf.partial / name}")
+            writer = VideoWriter(buf.partial / name, fps, width, height, self.encoder)
             buf.writers[source.name] = writer
             buf.sizes[source.name] = (width, height)
         image = frame.image
@@ -346,8 +395,8 @@ class Recorder:
         return True
 
     def _finish_clip(self, buf: ClipBuffer, stats: dict[str, StreamStats], gaps: list[Gap]) -> ClipWritten:
-        for writer in buf.writers.values():
-            writer.release()
+        while buf.writers:  # each closed once: a retry after a failed close goes on with the rest of the clip
+            buf.writers.popitem()[1].close()
         self._write_frames_table(buf)
         n_samples = self._write_samples_table(buf)
         manifest = self._manifest(buf, stats, gaps)
@@ -411,7 +460,12 @@ class Recorder:
             "duration_s": round((span.end_ns - span.start_ns) / 1e9, 6),
             "streams": streams,
             "marks": buf.marks,
-            "recorder": {"knack": collector.__version__, "platform": platform.platform(), "video_fourcc": VIDEO_FOURCC},
+            "recorder": {
+                "knack": collector.__version__,
+                "platform": platform.platform(),
+                "video_codec": self.encoder.codec,
+                "video_encoder": self.encoder.name,
+            },
             "labels": None,
             "quality": None,
             "privacy": None,

@@ -101,6 +101,7 @@ def run_recording(session: DeviceSession, duration: float | None, until_sources_
     stop = stop_event()
     session.start()
     recorder = session.recorder
+    recorder.stop_at_cameras_end()  # a recording of video files ends with them, not with the next clip begun
     for message in recorder.recovered:
         print(message)
     if session.backlog and not quiet:

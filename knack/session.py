@@ -86,6 +86,7 @@ class DeviceSession:
         history: int | None = None,
         listener: ev.Listener | None = None,
     ):
+        from collector.capture_process import CaptureProcess
         from collector.pipeline import LabelWorker
         from collector.recorder import Recorder
         from collector.sources import make_sources
@@ -122,7 +123,10 @@ class DeviceSession:
         self.pinner = Pinner(self.outbox, self.store, on_pinned=self._pinned, remote=wiring.remote_pinning(config), prepare=self._bind_to_network)
         label = config.labeler.label_on_record if label is None else label
         self.labels = LabelWorker(config, key, on_labeled=self._labeled, on_failed=self._label_failed, history=history) if label else None
-        self.recorder = Recorder(config, make_sources(config), key, on_clip=self._clip)
+        if config.recorder.own_process:
+            self.recorder = CaptureProcess(config, key, on_clip=self._clip, on_problem=self._capture_problem)
+        else:
+            self.recorder = Recorder(config, make_sources(config), key, on_clip=self._clip)
         self.chain = ChainRounds(self, config.robot.chain_every_s if chain_every_s is None else chain_every_s)
         self._started = self._closed = False
 
@@ -286,6 +290,9 @@ class DeviceSession:
             except Exception as exc:  # the chain is down or refuses: the clip waits, signed for no network yet
                 raise PinDeferred(f"this device does not know its network yet ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         return bind_to_network(clip, self.key)
+
+    def _capture_problem(self, text: str | None) -> None:
+        self.post(ev.Problem("capture", text) if text else ev.ProblemCleared("capture"))
 
     def _label_failed(self, clip: Path, reason: str) -> None:
         self.post(ev.LabelFailed(clip.name, reason))

@@ -26,6 +26,7 @@ def assess(
     store_problem: str | None = None,
     label_problem: str | None = None,
     outbox_problem: str | None = None,
+    capture_problem: str | None = None,
     stopping: bool = False,
 ) -> Health:
     reasons = []
@@ -56,4 +57,6 @@ def assess(
         reasons.append(f"labeler: {label_problem}")
     if outbox_problem:
         reasons.append(f"outbox: {outbox_problem}")
+    if capture_problem:
+        reasons.append(f"capture: {capture_problem}")
     return Health.of(reasons)

@@ -301,6 +301,10 @@ class RobotService:
                 event(log, "chain.problem", "chain round failed, clips wait in the outbox: %s", text, level=logging.WARNING)
             case ev.ProblemCleared("chain"):
                 event(log, "chain.ok", "chain reachable again")
+            case ev.Problem("capture", text):
+                event(log, "capture.problem", "%s", text, level=logging.ERROR)
+            case ev.ProblemCleared("capture"):
+                event(log, "capture.ok", "capture is running again")
 
     # --- what /healthz and /metrics read ---------------------------------------------------------
     def _session_counts(self) -> Counter:
@@ -345,6 +349,7 @@ class RobotService:
             clip, why = session.labels.failed[-1]
             label_problem = f"clip {clip.name} not labeled: {why}"
         outbox_problem = self.outbox_rebuilt[1] if self.outbox_rebuilt and time.monotonic() - self.outbox_rebuilt[0] < RECENT_S else None
+        capture_problem = getattr(session.recorder, "problem", None)  # a capture process that crashed, until it runs again
         return assess(
             streams,
             recording=self.paused_because is None and not self.stopping,
@@ -353,5 +358,6 @@ class RobotService:
             store_problem=store_problem,
             label_problem=label_problem,
             outbox_problem=outbox_problem,
+            capture_problem=capture_problem,
             stopping=self.stopping,
         )

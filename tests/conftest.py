@@ -123,6 +123,7 @@ def make_clip(tmp_path, device_key):
     import pyarrow.parquet as pq
 
     from collector.bundle import new_clip_id, seal, write_manifest
+    from collector.video import VideoWriter
 
     clips = tmp_path / "data" / "clips"
 
@@ -132,10 +133,10 @@ def make_clip(tmp_path, device_key):
         partial = clips / f".partial-{clip_id}"
         partial.mkdir()
         height, width = frames[0].shape[:2]
-        writer = cv2.VideoWriter(str(partial / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        writer = VideoWriter(partial / "video.mp4", fps, width, height)  # the pinned codec, as the recorder writes it
         for frame in frames:
             writer.write(frame)
-        writer.release()
+        writer.close()
         times = [int(i * 1e9 / fps) for i in range(len(frames))]
         pq.write_table(pa.table({"camera": ["cam"] * len(frames), "frame_index": list(range(len(frames))), "capture_ns": times}), partial / "frames.parquet")
         camera = {

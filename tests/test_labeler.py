@@ -14,6 +14,7 @@ from collector.bundle import recover_staged, verify_bundle
 from collector.config import LabelerConfig, from_mapping
 from collector.labeling import Labeler, LabelError
 from collector.labeling.models import Models
+from collector.video import read_frames
 from tests.conftest import MEDIA, photo_frames, write_colour_classifier
 
 PERSON = "person-two-hands-face-1280x720.jpg"
@@ -35,13 +36,7 @@ def labeler(tmp_path, device_key, models):
 
 
 def read_video(path):
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return frames
-        frames.append(frame)
+    return read_frames(path)
 
 
 def manifest_of(clip):

@@ -5,7 +5,6 @@ import json
 import threading
 import time
 
-import cv2
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 from collector.bundle import list_clips, verify_bundle
 from collector.recorder import Recorder
 from collector.sources import make_sources
+from collector.video import probe, read_frames
 from tests.conftest import frame_number, imu_serial, wait_until, write_video
 
 
@@ -22,15 +22,6 @@ def record_until_file_ends(config, key, timeout=20):
     assert wait_until(recorder.sources_ended, timeout)
     recorder.close(at_ns=recorder.files_end_ns())
     return recorder, sorted(written, key=lambda c: c.clip_id)
-
-
-def read_frames(path):
-    video, frames = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, image = video.read()
-        if not ok:
-            return frames
-        frames.append(image)
 
 
 def load(clip):
@@ -55,13 +46,8 @@ def test_clips_are_cut_by_duration_contiguous_and_lose_nothing_between_them(simu
         # A tail clip after the file's last frame holds only sensor samples, and then no video.
         assert (clip.path / "video.mp4").exists() == bool(frames)
         if frames:
-            video = cv2.VideoCapture(str(clip.path / "video.mp4"))
-            while True:
-                ok, image = video.read()
-                if not ok:
-                    break
-                numbers.append(frame_number(image))
-            assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)
+            numbers += [frame_number(image) for image in read_frames(clip.path / "video.mp4")]
+            assert probe(clip.path / "video.mp4").frames == len(frames)
         channels = json.loads(sensors.schema.metadata[b"knack.channels"])["imu"]
         seqs += [v[channels.index("seq")] for v in sensors.column("values").to_pylist()]
     assert [m["start"]["mono_ns"] for m in manifests[1:]] == [m["end"]["mono_ns"] for m in manifests[:-1]]

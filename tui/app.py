@@ -170,13 +170,14 @@ class KnackApp(App):
     def on_problem(self, message: msg.Problem) -> None:
         if message.part == "chain":
             self.chain_problem = message.text
-        self.warn(f"{message.part}: {message.text} (the clips wait in the outbox and are tried again)", logging.ERROR)
+        waiting = "" if message.part == "capture" else " (the clips wait in the outbox and are tried again)"
+        self.warn(f"{message.part}: {message.text}{waiting}", logging.ERROR)
         self.tell_screen(message)
 
     def on_problem_cleared(self, message: msg.ProblemCleared) -> None:
         if message.part == "chain":
             self.chain_problem = None
-        self.say(f"{message.part}: reachable again")
+        self.say(f"{message.part}: {'running again' if message.part == 'capture' else 'reachable again'}")
         self.tell_screen(message)
 
     # --- what a screen asks for ----------------------------------------------------------------------

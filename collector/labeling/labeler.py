@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import shutil
+import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +27,6 @@ import collector
 from collector.bundle import (
     FRAMES,
     MANIFEST,
-    VIDEO_FOURCC,
     VIDEO_STEM,
     VIDEO_SUFFIX,
     is_video,
@@ -45,6 +45,7 @@ from collector.labeling.models import Models
 from collector.labeling.policy import decide, decision
 from collector.labeling.quality import PictureQuality, brightest_channel, hand_motion, quality_score, repeated_frames, stream_quality
 from collector.labeling.tracking import FaceTracker, TrackerConfig, on_a_hand
+from collector.video import VideoError, VideoReader, VideoWriter, choose_encoder, probe
 
 log = logging.getLogger("knack.labeler")
 
@@ -99,26 +100,26 @@ class VideoResult:
 
 
 def _check_complete(video: Path, frames: int) -> None:
-    """OpenCV's writer reports no write error (a full disk gives a short file): count what it wrote
-    before the blurred video may replace the original."""
-    capture = cv2.VideoCapture(str(video))
-    written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    capture.release()
+    """Count what the blurred video holds before it may replace the original (a full disk gives a short file)."""
+    try:
+        written = probe(video).frames
+    except VideoError:
+        written = 0
     if written != frames:
         raise LabelError(f"the blurred video holds {written} of {frames} frames (disk full?): the clip keeps its original video and stays unlabeled")
 
 
-def _copy_frames(path: Path, writer, count: int) -> None:
+def _copy_frames(path: Path, writer: VideoWriter, count: int) -> None:
     """The first `count` frames of the video, decoded again, into the writer: the frames before the first face."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        for _ in range(count):
-            ok, frame = capture.read()
-            if not ok:
-                raise LabelError(f"{path.name} gave fewer frames when read a second time to blur a face: the clip keeps its original video and stays unlabeled")
+    copied = 0
+    with VideoReader(path) as reader:
+        for frame in reader:
+            if copied == count:
+                return
             writer.write(frame)
-    finally:
-        capture.release()
+            copied += 1
+    if copied < count:
+        raise LabelError(f"{path.name} gave fewer frames when read a second time to blur a face: the clip keeps its original video and stays unlabeled")
 
 
 def _repeated_frames(path: Path) -> dict[str, list[bool]]:
@@ -172,6 +173,10 @@ class Labeler:
                     target.unlink(missing_ok=True)
                 elif target is not None:
                     _check_complete(target, results[name].picture.frames)
+                    # The labels are the pinned pixels': measured again on the blurred video, as the validator will
+                    # (the faces found and blurred stay those of the original's pass).
+                    measured = self._video(target, None, repeated=repeats.get(name))
+                    results[name] = dataclasses.replace(measured, privacy=results[name].privacy, blurred=results[name].blurred)
             manifest = self._annotate(manifest, results)
             blurred = self.config.labeler.blur_faces and any(r.privacy.frames_blurred for r in results.values())
             if blurred:
@@ -206,15 +211,11 @@ class Labeler:
         results: dict[str, VideoResult] = {}
         duration = 0.0
         for video in videos:
-            capture = cv2.VideoCapture(str(video))
             try:
-                if not capture.isOpened():
-                    raise LabelError(f"{video.name} cannot be opened as a video")
-                fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-                frames = capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0
-                pixels = capture.get(cv2.CAP_PROP_FRAME_WIDTH) * capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
-            finally:
-                capture.release()
+                info = probe(video)
+            except VideoError as exc:
+                raise LabelError(str(exc)) from exc
+            fps, frames, pixels = info.fps, info.frames, info.width * info.height
             if not 1.0 <= fps <= 1000.0:
                 raise LabelError(f"{video.name} has a frame rate of {fps:g} fps")
             if pixels > max_pixels:
@@ -230,10 +231,11 @@ class Labeler:
         """One decoding pass: hands and faces on sampled frames (in a worker), faces followed on the frames
         between them, quality on every frame, and the blurred copy written to `target` (None: measure only).
         `repeated`: per frame, whether the capture times say it is no new picture."""
-        capture = cv2.VideoCapture(str(path))
-        if not capture.isOpened():
-            raise LabelError(f"{path} cannot be opened as a video")
-        result = VideoResult(fps=capture.get(cv2.CAP_PROP_FPS) or 30.0)
+        try:
+            reader = VideoReader(path)
+        except VideoError as exc:
+            raise LabelError(str(exc)) from exc
+        result = VideoResult(fps=reader.info.fps or 30.0)
         result.extra = [[] for _ in self.models.extra]
         # Frame i is sampled when it starts a new 1/sample_fps interval: exactly sample_fps on average.
         per_frame = min(1.0, self.config.labeler.sample_fps / result.fps)
@@ -325,9 +327,10 @@ class Labeler:
                 if found:
                     privacy.blur(frame, found)
                 if writer is None:
-                    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), result.fps, (result.width, result.height))
-                    if not writer.isOpened():
-                        raise LabelError(f"cannot write the blurred video {target}")
+                    try:
+                        writer = VideoWriter(target, result.fps, result.width, result.height, choose_encoder(self.config.recorder.video_codec))
+                    except (OSError, VideoError) as exc:
+                        raise LabelError(f"cannot write the blurred video {target}: {exc}") from exc
                     _copy_frames(path, writer, index)
                 writer.write(frame)
             result.privacy.faces_rejected_as_hands = tracker.rejected_as_hands
@@ -347,9 +350,8 @@ class Labeler:
         index = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="knack-models") as models:
             try:
-                while limit is None or index < limit:
-                    ok, frame = capture.read()
-                    if not ok:
+                for frame in reader:
+                    if limit is not None and index >= limit:
                         break
                     if index == 0:
                         result.height, result.width = frame.shape[:2]
@@ -375,9 +377,14 @@ class Labeler:
             finally:
                 if running is not None:
                     running[1].cancel()
-                capture.release()
-                if writer is not None:
-                    writer.release()
+                reader.close()
+                if writer is not None and sys.exc_info()[0] is not None:
+                    writer.abandon()  # the staged copy is thrown away with the error
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError as exc:
+                raise LabelError(f"the blurred video could not be finished ({exc}): the clip keeps its original video and stays unlabeled") from exc
         return result
 
     def _annotate(self, manifest: dict, results: dict[str, VideoResult]) -> dict:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from collector.priority import yield_to_capture
+
 log = logging.getLogger("knack.storage")
 
 
@@ -47,6 +49,7 @@ class Rounds:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        yield_to_capture()  # hashing, pinning and the embedded chain (with its validator) may lag; capture may not
         while True:
             stopping = self._stop.is_set()
             if stopping and not self._drain:

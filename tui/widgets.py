@@ -71,11 +71,20 @@ class Plots(Widget):
 
     def __init__(self, channels: list[str], history: int, **kwargs):
         super().__init__(**kwargs)
-        self.channels = channels
+        self.channels, self.history = channels, history
         self.values = {c: deque(maxlen=history) for c in channels}
 
     def push(self, channel: str, value: float) -> None:
         self.values[channel].append(value)
+
+    def learn(self, channels: list[str]) -> None:
+        """Channels named only once the device spoke (a CSV header, the first JSON sample, a capture process
+        that had not reported yet when the screen was built)."""
+        if channels == self.channels:
+            return
+        self.channels = channels
+        self.values = {c: self.values.get(c) or deque(maxlen=self.history) for c in channels}
+        self.refresh(layout=True)
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return len(self.channels)

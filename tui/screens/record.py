@@ -22,6 +22,15 @@ TICK_S = 1.0  # the clip timer's display, only while a clip is open
 DISK_EVERY_S = 2.0
 
 
+def plotted(source) -> list[str]:
+    """The channels worth a plot: a sequence counter is a straight ramp; of a joint, its position says enough."""
+    skip = getattr(source.config, "seq_field", None)
+    channels = [c for c in source.describe().get("channels", []) if c != skip]
+    if source.kind == "joints":
+        channels = [c for c in channels if c.endswith(".position")]
+    return [f"{source.name}.{c}" for c in channels]
+
+
 class RecordScreen(Screen):
     BINDINGS = [
         Binding("r", "app.start_clip", "Start clip"),
@@ -58,12 +67,7 @@ class RecordScreen(Screen):
                         yield Preview(source.name, graphics=self.app.graphics, id=f"preview-{source.name}")
                 for source in sources:
                     if source.kind != "camera":  # serial sensors and a robot's joint states
-                        # A sequence counter is a straight ramp: not worth a plot. Of a joint, its position says enough.
-                        skip = getattr(source.config, "seq_field", None)
-                        channels = [c for c in source.describe().get("channels", []) if c != skip]
-                        if source.kind == "joints":
-                            channels = [c for c in channels if c.endswith(".position")]
-                        plots = Plots([f"{source.name}.{c}" for c in channels], HISTORY, id=f"plots-{source.name}", classes="plots")
+                        plots = Plots(plotted(source), HISTORY, id=f"plots-{source.name}", classes="plots")
                         plots.border_title = f"{source.name}: last {HISTORY * REFRESH_S:.0f} s"
                         yield plots
         yield Footer()
@@ -113,6 +117,8 @@ class RecordScreen(Screen):
                 channels = info.get("channels", [])
                 last_values = "  ".join(f"{c}={v:.3g}" for c, v in zip(channels, latest.values, strict=False))
                 plots = self.query_one(f"#plots-{source.name}", Plots)
+                if not plots.channels:
+                    plots.learn(plotted(source))
                 for channel, value in zip(channels, latest.values, strict=False):
                     if f"{source.name}.{channel}" in plots.values:
                         plots.push(f"{source.name}.{channel}", value)

@@ -1,8 +1,10 @@
 """The device session: capture -> label -> pin -> submit -> settle, wired once.
 
 `knack record`, `knack tui`, `knack robot` and `knack demo` all run this class; they differ only in how they
-show its typed events (knack.events). Each stage runs in a thread of its own, so capture never waits on
-labeling, pinning, the chain or a screen; the outbox carries every clip from one stage to the next."""
+show its typed events (knack.events). Capture runs in a process of its own (collector/capture_process.py,
+unless `recorder.own_process` is false) and every other stage in a thread of its own at a lower priority, so
+capture never waits on labeling, pinning, the chain or a screen; the outbox carries every clip from one stage
+to the next."""
 
 from __future__ import annotations
 

@@ -154,7 +154,7 @@ def _child(conn, config: Config, key: DeviceKey, record: bool, preview_dir: str)
         recorder = Recorder(config, make_sources(config), key, on_clip=lambda clip: send(("clip", clip)))
         recorder.start(record=record)
     except BaseException as exc:
-        send(("failed", f"{type(exc).__name__}: {exc}" if not str(exc).startswith(type(exc).__name__) else str(exc)))
+        send(("failed", str(exc) or type(exc).__name__))
         return
     send(("started", recorder.recovered))
     slots: dict[str, PreviewSlot] = {}

@@ -69,19 +69,19 @@ class Totals:
 
 
 LOCK_NAME = ".recorder.lock"
-LOCK_WAIT_S = 30.0
+LOCK_WAIT_S = 10.0  # an orphaned capture process seals its last clip in well under this
 
 
 class RecorderBusy(RuntimeError):
     """Another recorder writes clips into the same directory."""
 
 
-def _take_clips_lock(clips_dir: Path):
+def take_clips_lock(clips_dir: Path, wait_s: float = LOCK_WAIT_S):
     """One recorder per clips directory: a second one would remove the first one's clips in the making as what
     a crash left. Waits a while for one that is still sealing its last clips (a capture process whose session
     was killed finishes them before it exits)."""
     handle = open(clips_dir / LOCK_NAME, "a+")
-    deadline = time.monotonic() + LOCK_WAIT_S
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,7 +131,7 @@ class Recorder:
     # --- control (any thread) -------------------------------------------------------------------
     def start(self, record: bool = True) -> Recorder:
         self.clips_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = _take_clips_lock(self.clips_dir)
+        self._lock = take_clips_lock(self.clips_dir)
         self.recovered = recover_partials(self.clips_dir)
         for source in self.sources:
             self.stream_info[source.name] = {"usb": usb_id_of(str(source.describe().get("source", "")))}

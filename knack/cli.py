@@ -220,13 +220,16 @@ def main(argv: list[str] | None = None) -> int:
 def expected_errors() -> tuple[type[Exception], ...]:
     """What a person can act on (a bad configuration, a wrong password, a model card that does not match, a
     chain that refuses): one line and exit 2, never a traceback. Imported only when something went wrong."""
+    from collector.capture_process import CaptureFailed
     from collector.config import ConfigError
     from collector.identity import IdentityError
     from collector.labeling.cards import CardError
+    from collector.recorder import RecorderBusy
+    from collector.video import VideoError
     from storage.ledger.base import ChainError
     from storage.outbox.db import OutboxDamaged
 
-    return (ConfigError, IdentityError, CardError, ChainError, OutboxDamaged)
+    return (ConfigError, IdentityError, CardError, ChainError, OutboxDamaged, CaptureFailed, RecorderBusy, VideoError)
 
 
 if __name__ == "__main__":

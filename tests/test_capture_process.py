@@ -162,3 +162,34 @@ def test_a_preview_is_never_read_torn():
     finally:
         stop.set()
         thread.join()
+
+
+def test_one_recorder_per_clips_directory_and_a_second_one_says_who_holds_it(tmp_path):
+    from collector.recorder import RecorderBusy, take_clips_lock
+
+    first = take_clips_lock(tmp_path)
+    with pytest.raises(RecorderBusy, match=f"pid {os.getpid()}"):
+        take_clips_lock(tmp_path, wait_s=0.3)
+    first.close()  # as when the first recorder closes, or its process dies
+    take_clips_lock(tmp_path, wait_s=0.3).close()
+
+
+def test_knack_record_beside_a_running_recorder_is_one_line_and_exit_2(tmp_path, simulator):
+    from collector.recorder import take_clips_lock
+
+    sim = simulator(rate=100, protocol="binary")
+    data = tmp_path / "data"
+    (data / "clips").mkdir(parents=True)
+    config = tmp_path / "knack.toml"
+    config.write_text(
+        f'data_dir = "{data}"\n[[serial]]\nname = "imu"\nport = "{sim.port}"\nprotocol = "binary"\nbinary_format = "<QI6f"\n'
+        'binary_fields = ["t_us", "seq", "ax", "ay", "az", "gx", "gy", "gz"]\n'
+    )
+    held = take_clips_lock(data / "clips")
+    try:
+        env = dict(os.environ, KNACK_DEVICE_PASSWORD="pw", KNACK_CONFIG=str(config))
+        out = subprocess.run([sys.executable, "-m", "knack", "record", "--duration", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        held.close()
+    assert out.returncode == 2, out.stderr
+    assert "knack: error: another recorder (pid" in out.stderr and "Traceback" not in out.stderr

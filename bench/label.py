@@ -31,7 +31,7 @@ from collector.labeling import Labeler  # noqa: E402
 from collector.labeling.models import Models  # noqa: E402
 from collector.labeling.runtime import gpu_present  # noqa: E402
 from collector.sample import SAMPLE_VIDEO  # noqa: E402
-from collector.video import VideoWriter, probe, read_frames  # noqa: E402
+from collector.video import probe, read_frames, write_video  # noqa: E402
 
 
 def make_clip(clips: Path, video: Path, key, capture_ns: list[int] | None = None) -> tuple[Path, int, float]:
@@ -69,13 +69,7 @@ def make_clip(clips: Path, video: Path, key, capture_ns: list[int] | None = None
 def as_recorded(video: Path, work: Path) -> Path:
     """The video re-encoded as the recorder writes a clip (the pinned codec), so the labeler decodes what it
     decodes on a device."""
-    frames = read_frames(video)
-    out = work / "recorded.mp4"
-    writer = VideoWriter(out, probe(video).fps, frames[0].shape[1], frames[0].shape[0])
-    for frame in frames:
-        writer.write(frame)
-    writer.close()
-    return out
+    return write_video(work / "recorded.mp4", read_frames(video), probe(video).fps)
 
 
 def main() -> int:

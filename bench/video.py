@@ -32,7 +32,7 @@ from collector.identity import load_or_create  # noqa: E402
 from collector.labeling import Labeler  # noqa: E402
 from collector.labeling.models import Models  # noqa: E402
 from collector.sample import SAMPLE_VIDEO  # noqa: E402
-from collector.video import ENCODERS, VideoWriter, _opens, choose_encoder, read_frames  # noqa: E402
+from collector.video import ENCODERS, choose_encoder, opens, read_frames, write_video  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from evalset.fetch import DEFAULT_CACHE, SourceError, source_file  # noqa: E402
@@ -78,14 +78,6 @@ def write_mp4v(path: Path, frames: list[np.ndarray], fps: float) -> None:
     for frame in frames:
         writer.write(frame)
     writer.release()
-
-
-def write_pyav(path: Path, frames: list[np.ndarray], fps: float, encoder) -> None:
-    h, w = frames[0].shape[:2]
-    writer = VideoWriter(path, fps, w, h, encoder)
-    for frame in frames:
-        writer.write(frame)
-    writer.close()
 
 
 def measure(name: str, path: Path, frames: list[np.ndarray], fps: float, write) -> dict:
@@ -134,10 +126,10 @@ def main() -> int:
         tmp = Path(tmp)
         rows = [measure("mp4v (OpenCV)", tmp / "mp4v.mp4", frames, fps, write_mp4v)]
         for encoder in ENCODERS:
-            if not _opens(encoder):
+            if not opens(encoder):
                 print(f"  {encoder.name}: does not open here{' (no GPU)' if encoder.hardware else ''}")
                 continue
-            rows.append(measure(encoder.name, tmp / f"{encoder.name}.mp4", frames, fps, lambda p, f, r, e=encoder: write_pyav(p, f, r, e)))
+            rows.append(measure(encoder.name, tmp / f"{encoder.name}.mp4", frames, fps, lambda p, f, r, e=encoder: write_video(p, f, r, e)))
         reference = rows[0]
         print(f"{'encoder':16} {'MB/min':>8} {'kbps':>8} {'x mp4v':>7} {'PSNR dB':>8} {'vs mp4v':>8} {'encode':>9}")
         for row in rows:

@@ -27,7 +27,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ import numpy as np
 from collector.clock import Clock
 from collector.config import Config
 from collector.identity import DeviceKey
-from collector.recorder import ClipWritten, Recorder, Totals
+from collector.recorder import ClipWritten, Recorder, Totals, cameras_ended, files_end_ns
 from collector.sources import make_sources
 from collector.sources.base import Frame, Sample, StreamStats
 
@@ -184,7 +183,7 @@ def _child(conn, config: Config, key: DeviceKey, record: bool, preview_dir: str)
                 values,
                 str(slot.path) if slot else None,
             )
-        return ("status", out, recorder.totals, recorder.segmenter.recording)
+        return ("status", out, recorder.totals, recorder.recording)
 
     def report() -> None:
         while not stop.wait(STATUS_EVERY_S):
@@ -234,11 +233,6 @@ class SourceView:
         return self._ended
 
 
-@dataclass
-class _Recording:
-    recording: bool = False
-
-
 class CaptureProcess:
     """The Recorder's interface, with the recorder running in a child process (see the module's doc)."""
 
@@ -255,7 +249,7 @@ class CaptureProcess:
         self.sources = [SourceView(s.name, s.kind, s.describe(), s.config) for s in make_sources(config)]
         self.clock = Clock()
         self.totals = Totals()
-        self.segmenter = _Recording()
+        self.recording = False  # whether the child cuts clips, as it last said
         self.recovered: list[str] = []
         self.restarts = 0
         self.problem: str | None = None
@@ -274,6 +268,7 @@ class CaptureProcess:
         self._want_recording = False
         self._at_cameras_end = False
         self._failed: str | None = None
+        self._ran = False  # a child has started once: from then on a child that ends is restarted
 
     # --- lifetime ------------------------------------------------------------------------------
     def start(self, record: bool = True) -> CaptureProcess:
@@ -366,11 +361,10 @@ class CaptureProcess:
         return Frame(name, found[1], found[0]) if found else None
 
     def files_end_ns(self) -> int | None:
-        ends = [s.ended_ns for s in self.sources if s.kind == "camera"]
-        return max(ends) if ends and None not in ends else None
+        return files_end_ns(self.sources)
 
     def sources_ended(self) -> bool:
-        return all(s.ended() for s in self.sources if s.kind == "camera") and any(s.kind == "camera" for s in self.sources)
+        return cameras_ended(self.sources)
 
     @property
     def alive(self) -> bool:
@@ -388,14 +382,21 @@ class CaptureProcess:
             except Exception:
                 log.exception("capture message %r could not be handled", message[0])
         process.join(timeout=5.0)
-        if self._closing or self._failed or not self._started_event.is_set():
+        if self._closing:
+            return
+        if not self._ran:
+            # The first start: start() says why, in one line, and nothing is restarted behind its back.
+            self._failed = self._failed or f"the capture process ended before its sources started ({_exit_reason(process.exitcode)})"
             self._started_event.set()
             return
-        code = process.exitcode
-        self._carried = Totals(**{k: v for k, v in vars(self.totals).items()})
+        if self._failed:
+            why = f"it could not start again: {self._failed}"
+        else:
+            why = _exit_reason(process.exitcode)
+            self._carried = self.totals  # what the dead child counted; the next one counts from zero
         delay = RESTART_DELAYS_S[min(self.restarts, len(RESTART_DELAYS_S) - 1)] if time.monotonic() - self._spawned_at < STABLE_S else RESTART_DELAYS_S[0]
         self.restarts += 1
-        self._problem(f"capture stopped unexpectedly ({_exit_reason(code)}); restarted in {delay:g} s, the clip it had open is lost")
+        self._problem(f"capture stopped unexpectedly ({why}); restarted in {delay:g} s, the clip it had open is lost")
         time.sleep(delay)
         if not self._closing:
             self._spawn(self._want_recording)
@@ -418,7 +419,7 @@ class CaptureProcess:
                         pass  # the child replaced it meanwhile: the next status names the new one
             carried = self._carried
             self.totals = Totals(*(getattr(carried, f) + getattr(totals, f) for f in vars(totals)))
-            self.segmenter.recording = recording
+            self.recording = recording
         elif kind == "clip":
             if self.on_clip is not None:
                 self.on_clip(message[1])
@@ -426,6 +427,7 @@ class CaptureProcess:
             _, name, level, text = message
             logging.getLogger(name).log(level, "%s", text)
         elif kind == "started":
+            self._ran = True
             self.recovered = list(message[1])
             self._started_event.set()
             if self.problem is not None and self.restarts:

@@ -100,7 +100,20 @@ def take_clips_lock(clips_dir: Path, wait_s: float = LOCK_WAIT_S):
     return handle
 
 
+def files_end_ns(sources) -> int | None:
+    """When the last video-file camera ran out, so a recording "until the file ends" stops there."""
+    ends = [getattr(s, "ended_ns", None) for s in sources if s.kind == "camera"]
+    return max(ends) if ends and None not in ends else None
+
+
+def cameras_ended(sources) -> bool:
+    """Every camera was a video file and each has ended."""
+    return all(s.ended() for s in sources if s.kind == "camera") and any(s.kind == "camera" for s in sources)
+
+
 class Recorder:
+    problem: str | None = None  # in threads of the session's process, capture has no crash of its own to report
+
     def __init__(self, config: Config, sources: list[Source], key: DeviceKey, on_clip: Callable[[ClipWritten], None] | None = None):
         self.config = config
         self.sources = sources
@@ -171,12 +184,15 @@ class Recorder:
         return self._latest.get(name)
 
     def files_end_ns(self) -> int | None:
-        """When the last video-file camera ran out, so a recording "until the file ends" stops there."""
-        ends = [getattr(s, "ended_ns", None) for s in self.sources if s.kind == "camera"]
-        return max(ends) if ends and None not in ends else None
+        return files_end_ns(self.sources)
 
     def sources_ended(self) -> bool:
-        return all(s.ended() for s in self.sources if s.kind == "camera") and any(s.kind == "camera" for s in self.sources)
+        return cameras_ended(self.sources)
+
+    @property
+    def recording(self) -> bool:
+        """Whether clips are being cut (between the operator's start and stop)."""
+        return self.segmenter.recording
 
     def close(self, at_ns: int | None = None) -> Totals:
         """Ends the current clip (now, or at `at_ns`), seals every open clip, and stops the sources."""

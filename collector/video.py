@@ -52,7 +52,7 @@ ENCODERS = (
 )
 
 
-def _opens(encoder: Encoder) -> bool:
+def opens(encoder: Encoder) -> bool:
     """Whether this FFmpeg build has the encoder and it starts here (NVENC needs a GPU and its driver)."""
     try:
         context = av.CodecContext.create(encoder.name, "w")
@@ -76,7 +76,7 @@ def choose_encoder(codec: str = "auto", candidates: tuple[Encoder, ...] = ENCODE
     if codec not in CODECS:
         raise VideoError(f"video codec {codec!r} is not one of {', '.join(CODECS)}")
     for encoder in candidates:
-        if codec in ("auto", encoder.codec) and _opens(encoder):
+        if codec in ("auto", encoder.codec) and opens(encoder):
             return encoder
     raise VideoError(f"no {codec if codec != 'auto' else 'AV1 or H.264'} encoder opens in this FFmpeg build (tried {', '.join(e.name for e in candidates)})")
 
@@ -147,10 +147,6 @@ class VideoInfo:
     fps: float
     frames: int  # as the container says; 0 when it does not say
 
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.fps if self.fps > 0 else 0.0
-
 
 def _video_stream(container, path: Path):
     if not container.streams.video:
@@ -162,15 +158,6 @@ def _info(stream) -> VideoInfo:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     context = stream.codec_context
     return VideoInfo(context.codec.canonical_name, int(context.width or 0), int(context.height or 0), float(rate) if rate else 0.0, int(stream.frames or 0))
-
-
-def probe(path: Path) -> VideoInfo:
-    """The container's word on the video (nothing decoded). Raises VideoError for a file FFmpeg cannot open."""
-    try:
-        with av.open(str(path)) as container:
-            return _info(_video_stream(container, Path(path)))
-    except av.FFmpegError as exc:
-        raise VideoError(f"{Path(path).name} cannot be opened as a video: {exc}") from exc
 
 
 def to_bgr(frame: av.VideoFrame) -> np.ndarray:
@@ -200,14 +187,12 @@ class VideoReader:
             raise
         self._stream.thread_type = "AUTO"
         self.info = _info(self._stream)
-        self.error: str | None = None  # why decoding stopped early, if it did
 
     def __iter__(self) -> Iterator[np.ndarray]:
         try:
             for frame in self._container.decode(self._stream):
                 yield to_bgr(frame)
         except (av.FFmpegError, ValueError) as exc:
-            self.error = str(exc)
             log.debug("%s: decoding stopped: %s", self.path, exc)
 
     def close(self) -> None:
@@ -218,6 +203,22 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def probe(path: Path) -> VideoInfo:
+    """The container's word on the video (nothing decoded). Raises VideoError for a file FFmpeg cannot open."""
+    with VideoReader(path) as reader:
+        return reader.info
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float, encoder: Encoder | None = None) -> Path:
+    """Frames of one size to a file, as the recorder writes a camera's clip (default: the pinned codec)."""
+    height, width = frames[0].shape[:2]
+    writer = VideoWriter(path, fps, width, height, encoder)
+    for frame in frames:
+        writer.write(frame)
+    writer.close()
+    return Path(path)
 
 
 def read_frames(path: Path, limit: int | None = None) -> list[np.ndarray]:

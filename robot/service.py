@@ -320,7 +320,7 @@ class RobotService:
         oldest = session.outbox.oldest_pending()
         counts = self.carried + self._session_counts()
         counts["pruned"] = self.pruned
-        recording = session.recorder.segmenter.recording
+        recording = session.recorder.recording
         return Snapshot(
             streams=streams,
             clips_by_state=session.outbox.counts(),
@@ -349,7 +349,7 @@ class RobotService:
             clip, why = session.labels.failed[-1]
             label_problem = f"clip {clip.name} not labeled: {why}"
         outbox_problem = self.outbox_rebuilt[1] if self.outbox_rebuilt and time.monotonic() - self.outbox_rebuilt[0] < RECENT_S else None
-        capture_problem = getattr(session.recorder, "problem", None)  # a capture process that crashed, until it runs again
+        capture_problem = session.recorder.problem  # a capture process that crashed, until it runs again
         return assess(
             streams,
             recording=self.paused_because is None and not self.stopping,

@@ -123,7 +123,7 @@ def make_clip(tmp_path, device_key):
     import pyarrow.parquet as pq
 
     from collector.bundle import new_clip_id, seal, write_manifest
-    from collector.video import VideoWriter
+    from collector.video import write_video
 
     clips = tmp_path / "data" / "clips"
 
@@ -132,11 +132,7 @@ def make_clip(tmp_path, device_key):
         clip_id = new_clip_id()
         partial = clips / f".partial-{clip_id}"
         partial.mkdir()
-        height, width = frames[0].shape[:2]
-        writer = VideoWriter(partial / "video.mp4", fps, width, height)  # the pinned codec, as the recorder writes it
-        for frame in frames:
-            writer.write(frame)
-        writer.close()
+        write_video(partial / "video.mp4", frames, fps)  # the pinned codec, as the recorder writes it
         times = [int(i * 1e9 / fps) for i in range(len(frames))]
         pq.write_table(pa.table({"camera": ["cam"] * len(frames), "frame_index": list(range(len(frames))), "capture_ns": times}), partial / "frames.parquet")
         camera = {

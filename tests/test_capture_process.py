@@ -193,3 +193,26 @@ def test_knack_record_beside_a_running_recorder_is_one_line_and_exit_2(tmp_path,
         held.close()
     assert out.returncode == 2, out.stderr
     assert "knack: error: another recorder (pid" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_restart_that_cannot_start_says_why_and_is_tried_again(make_config, device_key, simulator):
+    from collector.recorder import take_clips_lock
+
+    sim = simulator(rate=200, protocol="binary")
+    config = make_config(serials=[imu_serial(sim.port, "binary")], clip_seconds=0.5)
+    written, problems = [], []
+    capture = CaptureProcess(config, device_key, on_clip=written.append, on_problem=problems.append).start()
+    try:
+        assert wait_until(lambda: len(written) >= 1, 30)
+        os.kill(capture._process.pid, signal.SIGKILL)
+        capture._process.join()
+        held = take_clips_lock(config.clips_path, wait_s=5)  # as a second recorder would: the restart must wait for it
+        try:
+            assert wait_until(lambda: any(p and "could not start again: another recorder" in p for p in problems), 60), problems
+        finally:
+            held.close()
+        assert wait_until(lambda: problems[-1] is None, 90), problems  # it is tried again, and runs once it can
+        before = len(written)
+        assert wait_until(lambda: len(written) > before, 30)
+    finally:
+        capture.close()

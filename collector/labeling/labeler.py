@@ -10,7 +10,6 @@ import functools
 import json
 import logging
 import shutil
-import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -374,12 +373,14 @@ class Labeler:
                     record([i for i, _ in batch], infer([rgb for _, rgb in batch]))
                 if tracker is not None:
                     flush(final=True)
+            except BaseException:
+                if writer is not None:
+                    writer.abandon()  # the staged copy is thrown away with the error
+                raise
             finally:
                 if running is not None:
                     running[1].cancel()
                 reader.close()
-                if writer is not None and sys.exc_info()[0] is not None:
-                    writer.abandon()  # the staged copy is thrown away with the error
         if writer is not None:
             try:
                 writer.close()

@@ -87,7 +87,7 @@ class VideoWriter:
     Raises OSError when the file cannot be written (a full disk), so a recorder treats it as any other I/O
     failure; the frame count is known to the caller, and a file is complete only once close() returned."""
 
-    def __init__(self, path: Path, fps: float, width: int, height: int, encoder: Encoder | None = None):
+    def __init__(self, path: Path, fps: float, width: int, height: int, encoder: Encoder | None = None, keyframe_every: int | None = None):
         self.encoder = encoder or choose_encoder()
         self.path = Path(path)
         # 4:2:0 needs even sizes: an odd row or column is left out rather than the picture scaled.
@@ -103,7 +103,8 @@ class VideoWriter:
             # OpenCV's BT.601 limited-range conversion, said in the stream so that players convert back the same way.
             self._stream.codec_context.color_range = av.video.reformatter.ColorRange.MPEG
             self._stream.codec_context.colorspace = av.video.reformatter.Colorspace.ITU601
-            self._stream.options = dict(self.encoder.options)
+            # A keyframe every few frames (a training set's videos: any frame decodes after at most that many).
+            self._stream.options = dict(self.encoder.options) | ({"g": str(keyframe_every)} if keyframe_every else {})
         except av.FFmpegError as exc:
             raise OSError(f"cannot write {path}: {exc}") from exc
         self.frames = 0

@@ -139,6 +139,16 @@ def open_store(config: Config):
     return open_content_store(config.storage.ipfs_api, config.data_path)
 
 
+def reading_store(config: Config):
+    """Where clips are read from by CID (a dataset build, a review): the configured IPFS daemon, else the
+    configured HTTP gateway, else the embedded block store in the data directory."""
+    if config.storage.ipfs_gateway and not config.storage.ipfs_api:
+        from storage.content.gateway import GatewayStore
+
+        return GatewayStore(config.storage.ipfs_gateway)
+    return open_store(config)
+
+
 def embedded_store(config: Config):
     from storage.content.ipfs import EmbeddedStore
 

@@ -406,6 +406,24 @@ class Web3Ledger:
             if ok
         ]
 
+    def settled_batches(self, contributor: str | None = None) -> list[tuple[SubmittedBatch, Settlement]]:
+        head = self.head()
+        filters = {"contributor": self.checksum(contributor)} if contributor else {}
+        settled = [self._settlement(e) for e in self._logs("BatchSettled", to_block=head, **filters)]
+        ids = [s.batch_id for s in settled]
+        batches = {}
+        for i in range(0, len(ids), _LOG_CHUNK):
+            for entry in self._logs("BatchSubmitted", to_block=head, batchId=ids[i : i + _LOG_CHUNK]):
+                batch = self._batch(entry)
+                batches[batch.batch_id] = batch
+        return [(batches[s.batch_id], s) for s in settled if s.batch_id in batches]
+
+    def batch_root(self, batch_id: int) -> bytes:
+        return bytes(self.registry.functions.batch(batch_id).call()[0])
+
+    def verify_inclusion(self, batch_id: int, index: int, digest: bytes, proof: list[bytes]) -> bool:
+        return bool(self.registry.functions.verify(batch_id, index, _digest(digest), [_digest(p) for p in proof]).call())
+
     def reward_terms(self) -> RewardTerms:
         functions = self.registry.functions
         return RewardTerms(functions.rewardPerClip().call(), functions.maxRewardPerClip().call())
@@ -429,7 +447,7 @@ class Web3Ledger:
 
 def _digest(value: bytes) -> bytes:
     if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
-        raise ChainError(f"a policy digest is 32 bytes, not {value!r:.80}")
+        raise ChainError(f"a digest is 32 bytes, not {value!r:.80}")
     return bytes(value)
 
 

@@ -79,3 +79,23 @@ def fetch_clip(get: Callable[[Cid], bytes], root: Cid, scratch: Path, limits: Li
             _file(get, cid, out, budget, 1, MAX_MANIFEST_BYTES if name == MANIFEST else None, written)
         sizes[name] = written[0]
     return sizes
+
+
+def fetch_manifest(get: Callable[[Cid], bytes], root: Cid, limits: Limits = Limits()) -> bytes:
+    """Only the clip's manifest, bounded as fetch_clip bounds it: what a listing needs before the whole clip."""
+    import io
+
+    if root.codec != DAG_PB:
+        raise ClipFormatError("the CID is a file, not a clip directory")
+    block = get(root)
+    budget = _Budget(limits)
+    budget.block(len(block))
+    links = named_links(block)
+    if len(links) > MAX_FILES:
+        raise ClipFormatError(f"the clip directory has {len(links)} entries (at most {MAX_FILES})")
+    found = [cid for name, cid in links if name == MANIFEST]
+    if len(found) != 1:
+        raise ClipFormatError(f"the clip has {'no' if not found else 'more than one'} {MANIFEST}")
+    out = io.BytesIO()
+    _file(get, found[0], out, budget, 1, MAX_MANIFEST_BYTES, [0])
+    return out.getvalue()

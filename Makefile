@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench node-tools
+.PHONY: demo test lint bench node-tools test-lerobot
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,3 +55,23 @@ bench: $(VENV)/.installed
 	$(PY) bench/gas.py
 	$(PY) bench/tui.py
 	$(PY) bench/robot_soak.py
+
+
+# Opt-in: LeRobot's own loader reads a dataset built from the demo's paid clips, every item (lerobot and torch
+# in an environment of their own, about 5 GB; lerobot 0.4 on Python 3.11, 0.6 on 3.12). Not part of `make test`.
+LEROBOT_VENV ?= .venv-lerobot
+LEROBOT_WORK ?= /tmp/knack-test-lerobot
+$(LEROBOT_VENV)/.installed:
+	$(PYTHON) -m venv $(LEROBOT_VENV)
+	$(LEROBOT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LEROBOT_VENV)/bin/python -m pip install --quiet 'lerobot>=0.4.4,<0.7'
+	touch $@
+
+test-lerobot: $(VENV)/.installed $(LEROBOT_VENV)/.installed
+	rm -rf $(LEROBOT_WORK)
+	mkdir -p $(LEROBOT_WORK)/home
+	env HOME=$(LEROBOT_WORK)/home XDG_CONFIG_HOME=$(LEROBOT_WORK)/home/config KNACK_DEVICE_PASSWORD=$${KNACK_DEVICE_PASSWORD:-test-lerobot} \
+		$(VENV)/bin/knack demo --data-dir $(LEROBOT_WORK)/demo
+	env HOME=$(LEROBOT_WORK)/home XDG_CONFIG_HOME=$(LEROBOT_WORK)/home/config KNACK_DATA_DIR=$(LEROBOT_WORK)/demo \
+		$(VENV)/bin/knack dataset build $(LEROBOT_WORK)/dataset
+	HF_HUB_OFFLINE=1 $(LEROBOT_VENV)/bin/python tests/lerobot/load_dataset.py $(LEROBOT_WORK)/dataset

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from collector.bundle import list_clips
+from collector.bundle import list_clips, verify_bundle
 from tests.conftest import write_video
 
 KNACK = [sys.executable, "-m", "knack"]
@@ -101,6 +101,7 @@ def test_demo_runs_end_to_end_on_the_bundled_sample(demo):
         assert {s["kind"] for s in manifest["streams"]} == {"camera", "serial"}
         assert manifest["labels"]["execution_provider"] == "CPUExecutionProvider"
         assert manifest["decision"]["status"] in ("accepted", "rejected") and manifest["privacy"]["method"]
+        assert manifest["task"] == "open, pinch, spread and close the fingers of one hand"  # what the sample shows
 
 
 def test_demo_accepts_the_sample_on_the_default_policy(demo):
@@ -125,6 +126,32 @@ def test_after_the_demo_its_export_line_makes_the_other_commands_work_on_what_it
     assert rewards["accepted"] == len(clips) and int(rewards["balance"]) > 0
     verified = knack("verify", *map(str, list_clips(data / "clips")), env=env)
     assert verified.stdout.count("OK ") == len(clips)
+
+
+def test_after_the_demo_a_dataset_holds_every_paid_clip_verified_against_the_chain(demo, tmp_path):
+    import pyarrow.parquet as pq
+
+    _, env, data = demo
+    env = dict(env, KNACK_DATA_DIR=str(data))
+    settled = {c["cid"] for c in json.loads(knack("clips", "--json", env=env).stdout) if c["state"] == "settled" and float(c.get("reward_tokens") or 0) > 0}
+    out = knack("dataset", "build", str(tmp_path / "ds"), "--workers", "2", env=env, timeout=300)
+    assert "left out" not in out.stdout, out.stdout + out.stderr
+    info = json.loads((tmp_path / "ds/meta/info.json").read_text())
+    episodes = pq.read_table(tmp_path / "ds/meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert info["total_episodes"] == len(episodes) == len(settled) >= 2
+    assert {e["knack/cid"] for e in episodes} == settled and {e["knack/source"] for e in episodes} == {"chain"}
+    assert all(e["knack/merkle_proof"] is not None and e["knack/batch"] >= 0 and e["knack/quality"] > 0 for e in episodes)
+    # The demo names its task, and it became the dataset's.
+    assert {e["tasks"][0] for e in episodes} != {"unspecified task"}
+    checked = knack("dataset", "verify", str(tmp_path / "ds"), env=env, timeout=300)
+    assert checked.stdout.count("OK ") == len(episodes) and "FAILED" not in checked.stdout, checked.stdout
+    # A dataset whose provenance was edited (an episode claiming another batch position) fails its check.
+    table = pq.read_table(tmp_path / "ds/meta/episodes/chunk-000/file-000.parquet")
+    rows = table.to_pylist()
+    rows[0]["knack/batch_index"] = rows[0]["knack/batch_index"] + 1
+    pq.write_table(type(table).from_pylist(rows, schema=table.schema), tmp_path / "ds/meta/episodes/chunk-000/file-000.parquet")
+    checked = knack("dataset", "verify", str(tmp_path / "ds"), env=env, timeout=300, check=False)
+    assert checked.returncode == 1 and "FAILED  episode 0" in checked.stdout and checked.stdout.count("OK ") == len(episodes) - 1, checked.stdout
 
 
 def test_the_demo_asks_one_password_for_its_three_keys_and_says_what_each_is_for(tmp_path):
@@ -229,6 +256,21 @@ def test_a_contributor_registers_a_device_then_clears_its_strikes_and_revokes_it
     again = knack("device", "revoke", env=env, check=False)
     assert again.returncode == 2 and again.stderr.startswith("knack: error: ") and again.stderr.count("\n") == 1 and "Traceback" not in again.stderr
     assert "revoked" in knack("device", "show", env=env).stdout
+
+
+def test_record_task_is_signed_into_every_clip(tmp_path, env, simulated_port):
+    config = bench_config(tmp_path, 45, simulated_port)
+    out = knack("--config", str(config), "record", "--until-end", "--duration", "30", "--no-label", "--task", " solder a header onto a PCB ", env=env)
+    assert "Task: solder a header onto a PCB" in out.stdout
+    clips = list_clips(tmp_path / "share/knack/clips")
+    assert clips and all(json.loads((c / "manifest.json").read_text())["task"] == "solder a header onto a PCB" for c in clips)
+    assert all(verify_bundle(c).ok for c in clips)
+
+
+def test_a_record_task_that_cannot_be_one_is_a_one_line_error(tmp_path, env):
+    out = knack("record", "--task", "solder\nACCEPTED", env=env, check=False, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("knack: error: recorder.task = 'solder\\nACCEPTED' is not valid: expected one line") and out.stderr.count("\n") == 1
 
 
 def test_a_video_file_camera_that_does_not_exist_is_an_error_at_start(tmp_path, env):

@@ -339,7 +339,8 @@ def _run(config: Config, options: Options, jobs: list[Job], network, staging: Pa
         return []
     import daft
 
-    logging.getLogger("daft").setLevel(logging.WARNING)  # its operators log each step at INFO
+    for name in ("daft", "tracing"):  # Daft logs each operator it runs at INFO, under both names
+        logging.getLogger(name).setLevel(logging.WARNING)
     workers = options.workers or os.cpu_count() or 1
     if options.ray:
         try:

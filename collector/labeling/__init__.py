@@ -3,7 +3,7 @@
 The labeler (OpenCV, onnxruntime) loads when it is first named, so importing a light part of this package
 (its model cards, the policy) does not pay for it."""
 
-__all__ = ["LabelError", "Labeled", "Labeler"]
+__all__ = ["FrameDetections", "LabelError", "Labeled", "Labeler"]
 
 
 def __getattr__(name: str):

@@ -77,6 +77,7 @@ class VideoResult:
     tracks: list[tuple[float, list[np.ndarray]]] = field(default_factory=list)
     extra: list[list[np.ndarray]] = field(default_factory=list)
     blurred: list[list[tuple[int, int, int, int]]] = field(default_factory=list)  # per frame
+    hands: dict[int, list] = field(default_factory=dict)  # per sampled frame index, the Hands found (for review)
     width: int = 0
     height: int = 0
     fps: float = 0.0
@@ -136,6 +137,35 @@ def _repeated_frames(path: Path) -> dict[str, list[bool]]:
     for camera, index, at in zip(table["camera"], table["frame_index"], table["capture_ns"]):
         per_camera.setdefault(camera, []).append((index, at))
     return {camera: repeated_frames([at for _, at in sorted(rows)]) for camera, rows in per_camera.items()}
+
+
+@dataclass(frozen=True)
+class FrameDetections:
+    """What the labeler finds in one video, frame by frame (Labeler.detections)."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int
+    hands: dict[int, list]  # sampled frame index -> its Hands (box x1, y1, x2, y2; presence score; 21 landmarks)
+    faces: list[list[tuple[int, int, int, int]]]  # every frame -> the face regions the blur covers there
+
+
+def _frame_limit(video: Path, max_seconds: float, max_pixels: int) -> int:
+    """How many frames of a video from elsewhere may be decoded; LabelError for one too long, too large or with
+    an absurd frame rate, said by its container before anything is decoded."""
+    try:
+        info = probe(video)
+    except VideoError as exc:
+        raise LabelError(str(exc)) from exc
+    fps, frames, pixels = info.fps, info.frames, info.width * info.height
+    if not 1.0 <= fps <= 1000.0:
+        raise LabelError(f"{video.name} has a frame rate of {fps:g} fps")
+    if pixels > max_pixels:
+        raise LabelError(f"{video.name} is {pixels:,.0f} pixels a frame (at most {max_pixels:,})")
+    if frames / fps > max_seconds:
+        raise LabelError(f"{video.name} lasts {frames / fps:,.0f} s (at most {max_seconds:g} s)")
+    return int(max_seconds * fps) + 1
 
 
 class Labeler:
@@ -210,21 +240,17 @@ class Labeler:
         results: dict[str, VideoResult] = {}
         duration = 0.0
         for video in videos:
-            try:
-                info = probe(video)
-            except VideoError as exc:
-                raise LabelError(str(exc)) from exc
-            fps, frames, pixels = info.fps, info.frames, info.width * info.height
-            if not 1.0 <= fps <= 1000.0:
-                raise LabelError(f"{video.name} has a frame rate of {fps:g} fps")
-            if pixels > max_pixels:
-                raise LabelError(f"{video.name} is {pixels:,.0f} pixels a frame (at most {max_pixels:,})")
-            if frames / fps > max_seconds:
-                raise LabelError(f"{video.name} lasts {frames / fps:,.0f} s (at most {max_seconds:g} s)")
             name = video.name.removeprefix(VIDEO_STEM).removeprefix("-").removesuffix(VIDEO_SUFFIX) or "video"
-            results[name] = self._video(video, None, limit=int(max_seconds * fps) + 1)
+            results[name] = self._video(video, None, limit=_frame_limit(video, max_seconds, max_pixels))
             duration = max(duration, results[name].picture.frames / results[name].fps)
         return self._annotate(dict(manifest, duration_s=round(duration, 6)), results)
+
+    def detections(self, video: Path, *, max_seconds: float = 600.0, max_pixels: int = 4096 * 2160) -> FrameDetections:
+        """Per frame, the hands and the face regions this labeler finds in `video` by the very pass that labels it
+        (the manifest keeps only clip-level labels): for review, writing nothing. On a labeled clip's video these
+        are the pinned pixels', as the validator sees them. Bounded before decoding as `assess` is."""
+        result = self._video(Path(video), None, limit=_frame_limit(Path(video), max_seconds, max_pixels))
+        return FrameDetections(result.width, result.height, result.fps, result.picture.frames, result.hands, result.blurred)
 
     def _video(self, path: Path, target: Path | None, limit: int | None = None, repeated: list[bool] | None = None) -> VideoResult:
         """One decoding pass: hands and faces on sampled frames (in a worker), faces followed on the frames
@@ -263,6 +289,7 @@ class Labeler:
                 result.picture.add_hands(grey, [h.landmarks for h in hands[k]], peak)
                 faces_at[index] = faces[k]
                 hands_at[index] = [h.landmarks for h in hands[k]]
+                result.hands[index] = hands[k]
                 sampled.append(index)
                 for m, scores in enumerate(extra):
                     result.extra[m].append(scores[k])

@@ -192,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="with one path: the link name under /dev/knack/, e.g. wrist_cam (default: kind-vendor-product-serial)")
     p.set_defaults(func="knack.commands:cmd_udev")
 
+    p = sub.add_parser("review", help="write a clip as a Rerun recording (.rrd): its video, sensors, hand and face boxes and verdict")
+    p.add_argument("clip", help="a clip directory, a clip id, or a CID (fetched from the content store and verified)")
+    p.add_argument("-o", "--output", help="file to write (default: <clip_id>.rrd in the current directory)")
+    p.add_argument("--spawn", action="store_true", help="then open the Rerun viewer on it (when one is installed and a display is present)")
+    p.add_argument("--no-boxes", action="store_true", help="leave out the labeler's per-frame hand and face boxes (no models are run)")
+    p.set_defaults(func="knack.review:cmd_review")
+
     p = sub.add_parser("doctor", help="print the effective configuration and which real parts are reachable")
     p.set_defaults(func="knack.commands:cmd_doctor")
     return parser

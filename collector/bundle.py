@@ -53,6 +53,11 @@ MAX_ENTRIES = 4 * MAX_FILES  # directory entries looked at before a bundle is ca
 _CAMERA_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+# `task`: what the operator named the hands' work in a clip ("solder a header onto a PCB"), one line of text. No
+# control characters (a terminal escape, a newline, NUL), line separators, lone surrogates or bidi overrides:
+# a task is printed in terminals, logs and datasets, and one from elsewhere must not reorder or rewrite them.
+MAX_TASK_CHARS = 200
+_NOT_TASK_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 class BundleFormatError(ValueError):
@@ -112,6 +117,31 @@ def parse_manifest(data: bytes) -> dict:
     return manifest
 
 
+def task_problem(task) -> str | None:
+    """Why `task` cannot be a clip's task, in words; None when it can."""
+    if not isinstance(task, str):
+        return "task is not a string"
+    if len(task) > MAX_TASK_CHARS:
+        return f"task is {len(task):,} characters long (at most {MAX_TASK_CHARS})"
+    if found := _NOT_TASK_TEXT.search(task):
+        return f"task holds the control character {found.group()!r}"
+    return None
+
+
+def clean_task(task: str) -> str:
+    """A task as the operator gave it (config, `--task`, the app), ready for a manifest: surrounding spaces
+    dropped; raises ValueError with the reason when it cannot be a task."""
+    problem = task_problem(task)
+    if problem:
+        raise ValueError(problem)
+    return task.strip()
+
+
+def manifest_task(manifest: dict) -> str:
+    """The clip's task; "" when none was named (and in clips recorded before tasks were)."""
+    return manifest.get("task") or ""
+
+
 def _number(value) -> bool:
     """A JSON number a float holds: 10**400 parses as a Python int but is no quality score."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -132,6 +162,8 @@ def manifest_problems(manifest) -> list[str]:
         problems.append("clip_id is not a string of 1 to 64 characters")
     if not isinstance(manifest.get("device_id"), str) or not _ADDRESS.fullmatch(manifest["device_id"]):
         problems.append("device_id is not an EVM address")
+    if "task" in manifest and (problem := task_problem(manifest["task"])):
+        problems.append(problem)
     if "duration_s" in manifest and not _number(manifest["duration_s"]):
         problems.append("duration_s is not a number")
     streams = manifest.get("streams", [])

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from collector import bundle
@@ -34,6 +35,11 @@ def recorded_clip(tmp_path_factory, device_key):
         assert wait_until(recorder.sources_ended, 10)
         recorder.close(at_ns=recorder.files_end_ns())
     return written[0].path
+
+
+def random_frames(count: int = 6) -> list:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(count)]
 
 
 @pytest.fixture
@@ -74,6 +80,30 @@ def test_an_edited_manifest_breaks_the_signature(clip):
     path.write_text(json.dumps(manifest))
     [problem] = verify_bundle(clip).problems
     assert problem.startswith("signature is not valid: it recovers to 0x")
+
+
+def test_a_changed_task_breaks_the_signature(clip):
+    path = clip / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["task"] = "debone a chicken thigh"  # relabelled as a task that pays better
+    path.write_text(json.dumps(manifest))
+    [problem] = verify_bundle(clip).problems
+    assert problem.startswith("signature is not valid: it recovers to 0x")
+
+
+def test_a_copy_made_to_label_a_shared_clip_again_keeps_its_task(make_clip, device_key):
+    original = make_clip(random_frames(), task="debone a chicken thigh")
+    copy = bundle.copy_as_new(original, device_key)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert bundle.manifest_task(manifest) == "debone a chicken thigh" and manifest["parent"] == original.name
+    assert verify_bundle(copy).ok
+
+
+def test_a_clip_recorded_before_tasks_has_none_and_verifies(make_clip):
+    clip = make_clip(random_frames())  # its manifest has no "task" at all
+    manifest = json.loads((clip / "manifest.json").read_text())
+    assert "task" not in manifest and bundle.manifest_task(manifest) == ""
+    assert verify_bundle(clip).ok
 
 
 def test_a_manifest_signed_by_another_key_is_rejected(clip, tmp_path):

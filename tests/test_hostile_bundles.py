@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.bundle import MANIFEST, MAX_ENTRIES, verify_bundle
+from collector.bundle import MANIFEST, MAX_ENTRIES, manifest_problems, verify_bundle
 from storage.content.ipfs import EmbeddedStore
 from storage.outbox.db import Outbox
 from storage.outbox.pinner import enqueue_all, pin_due
@@ -124,6 +124,32 @@ def test_export_car_refuses_a_bundle_with_a_link_and_stores_nothing(clip, tmp_pa
     assert not (tmp_path / "clip.car").exists()
     blocks = data / "ipfs" / "blocks.sqlite"
     assert not blocks.exists() or EmbeddedStore(blocks).blocks.count() == 0
+
+
+@pytest.mark.parametrize(
+    "task, problem",
+    [
+        ("x" * 10_240, "task is 10,240 characters long (at most 200)"),  # megabytes would fit under the manifest's bound
+        ("solder\x1b]0;pwned\x07\x1b[2J", "task holds the control character '\\x1b'"),  # retitles and clears a terminal
+        ("solder\nACCEPTED 0x0 quality 1.00", "task holds the control character '\\n'"),  # a forged line in a log
+        ("solder \u202eredlos", "task holds the control character '\\u202e'"),  # shows reversed
+        (["solder"], "task is not a string"),
+    ],
+)
+def test_a_signed_manifest_with_a_hostile_task_is_refused(make_clip, task, problem):
+    # The attack: a device that signs its own manifests (its key is the attacker's) puts into the task what
+    # every tool that shows clips would print or store.
+    clip = make_clip(frames(3), task=task)
+    manifest = json.loads((clip / MANIFEST).read_text())
+    assert manifest_problems(manifest) == [problem]
+    result = verify_soon(clip)
+    assert result.problems == [f"{MANIFEST}: {problem}"]
+    assert all(p.isprintable() for p in result.problems)
+
+
+def test_a_task_of_plain_text_in_any_script_is_a_task(make_clip):
+    clip = make_clip(frames(4), task="désosser une cuisse de poulet — 鶏もも肉の骨を取る")
+    assert verify_soon(clip).ok
 
 
 def test_a_clip_changed_on_disk_after_labeling_is_not_pinned_and_the_others_are(make_clip, tmp_path):

@@ -137,6 +137,14 @@ def test_a_good_clip_of_hands_at_work_is_accepted_and_re_signed(make_clip, label
     assert check.ok and check.signer == device_key.address
 
 
+def test_labeling_keeps_the_task_the_clip_was_recorded_under(make_clip, labeler):
+    clip = make_clip(person(12), task="debone a chicken thigh")
+    labeler().label(clip)
+    manifest = manifest_of(clip)
+    assert manifest["task"] == "debone a chicken thigh" and manifest["decision"] is not None
+    assert verify_bundle(clip).ok
+
+
 def dim(frames, factor):
     return [(f * factor).astype(np.uint8) for f in frames]
 

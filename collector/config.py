@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.bundle import MAX_TASK_CHARS, task_problem
+
 
 class ConfigError(ValueError):
     """A configuration problem, worded for the person who edits knack.toml."""
@@ -200,9 +202,18 @@ class RecorderConfig:
     # Capture (sources, clock, segmenter, encoder) in a process of its own, so that labeling, pinning, the chain
     # and the app never stall it; false runs it in threads of the session's process (a debugger, a tiny board).
     own_process: bool = True
+    # What the hands do, signed into every clip's manifest ("solder a header onto a PCB"); "" names none. The
+    # operator may change it while recording (`knack tui`): the clip is split there. Surrounding spaces are dropped.
+    task: str = ""
 
     def validate(self, key: str) -> None:
         _require(self.video_codec in VIDEO_CODECS, f"{key}.video_codec", self.video_codec, f"one of {', '.join(VIDEO_CODECS)}")
+        _require(
+            task_problem(self.task) is None,
+            f"{key}.task",
+            self.task if len(self.task) <= 80 else self.task[:80] + "…",
+            f"one line of at most {MAX_TASK_CHARS} characters with no control characters (newlines, tabs, escapes)",
+        )
         _require(self.clip_seconds == 0 or self.clip_seconds >= 0.5, f"{key}.clip_seconds", self.clip_seconds, "0 (manual) or at least 0.5 seconds")
         _require(0.05 <= self.max_source_lag_s <= 30, f"{key}.max_source_lag_s", self.max_source_lag_s, "between 0.05 and 30 seconds")
 

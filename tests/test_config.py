@@ -10,6 +10,7 @@ GOOD = """
 data_dir = "/srv/knack"
 [recorder]
 clip_seconds = 5
+task = "solder a header onto a PCB"
 [identity]
 contributor = "0x00000000000000000000000000000000000000aA"
 [[camera]]
@@ -45,6 +46,7 @@ def write(tmp_path, text):
 def test_a_full_config_loads_into_frozen_dataclasses(tmp_path):
     config = load(write(tmp_path, GOOD), env={})
     assert config.recorder.clip_seconds == 5.0 and config.data_path.as_posix() == "/srv/knack"
+    assert config.recorder.task == "solder a header onto a PCB"
     assert config.camera[0].fourcc == "MJPG"
     glove = config.serial[0]
     assert glove.protocol is SerialProtocol.BINARY and glove.parity is Parity.EVEN and glove.device_time_unit is TimeUnit.US
@@ -80,6 +82,13 @@ def test_environment_overrides_single_values(tmp_path):
         load(write(tmp_path, GOOD), env={"KNACK_RECORDER_CLIP_SECONDS": "soon"})
 
 
+def test_the_task_is_overridden_by_the_environment_like_any_single_value(tmp_path):
+    config = load(write(tmp_path, GOOD), env={"KNACK_RECORDER_TASK": "debone a chicken thigh"})
+    assert config.recorder.task == "debone a chicken thigh"
+    with pytest.raises(ConfigError, match=r"^recorder.task = 'debone\\tthigh' is not valid: expected one line of at most 200 characters"):
+        load(write(tmp_path, GOOD), env={"KNACK_RECORDER_TASK": "debone\tthigh"})
+
+
 def test_environment_overrides_every_kind_of_setting(tmp_path):
     from collector.config import Device
 
@@ -111,6 +120,10 @@ def test_environment_overrides_every_kind_of_setting(tmp_path):
         ("[policy]\nmin_hand_fraction = 1.5", "policy.min_hand_fraction = 1.5 is not valid: expected a fraction between 0 and 1"),
         ("[policy]\nmin_luma = 200\nmax_luma = 100", "policy.min_luma/max_luma = (200.0, 100.0) is not valid"),
         ("[recorder\n", "is not valid TOML"),
+        ('[recorder]\ntask = "solder\\nthe header"', "recorder.task = 'solder\\nthe header' is not valid: expected one line of at most 200 characters"),
+        ('[recorder]\ntask = "\\u001b[2Jsolder"', "recorder.task = '\\x1b[2Jsolder' is not valid: expected one line"),
+        (f'[recorder]\ntask = "{"x" * 201}"', f"recorder.task = '{'x' * 80}…' is not valid: expected one line of at most 200 characters"),
+        ("[recorder]\ntask = 7", "recorder.task = 7 is not valid: expected a string"),
     ],
 )
 def test_errors_name_the_key_the_value_and_what_is_expected(tmp_path, text, message):
@@ -130,3 +143,4 @@ def test_effective_config_prints_as_toml_that_loads_back(tmp_path):
     again = load(write(tmp_path, text), env={})
     assert dataclasses.replace(again, source="") == dataclasses.replace(config, source="")
     assert isinstance(again, Config)
+    assert 'task = "solder a header onto a PCB"' in text  # what `knack doctor` shows

@@ -17,6 +17,7 @@ child whose parent is gone seals what is open and exits.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import mmap
 import multiprocessing
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from collector.bundle import clean_task
 from collector.clock import Clock
 from collector.config import Config
 from collector.identity import DeviceKey
@@ -269,6 +271,7 @@ class CaptureProcess:
         self._at_cameras_end = False
         self._failed: str | None = None
         self._ran = False  # a child has started once: from then on a child that ends is restarted
+        self.task = clean_task(config.recorder.task)  # the latest task asked for; a restarted child starts with it
 
     # --- lifetime ------------------------------------------------------------------------------
     def start(self, record: bool = True) -> CaptureProcess:
@@ -285,7 +288,8 @@ class CaptureProcess:
         self._started_event.clear()
         self._closed_event.clear()
         self._failed = None
-        process = self._context.Process(target=_child, args=(child, self.config, self.key, record, str(self._preview_dir)), name="knack-capture", daemon=True)
+        config = dataclasses.replace(self.config, recorder=dataclasses.replace(self.config.recorder, task=self.task))
+        process = self._context.Process(target=_child, args=(child, config, self.key, record, str(self._preview_dir)), name="knack-capture", daemon=True)
         process.start()
         child.close()
         self._process, self._conn = process, parent
@@ -344,6 +348,11 @@ class CaptureProcess:
 
     def mark(self, label: str = "mark") -> None:
         self._send("mark", label, self.clock.now_ns())
+
+    def set_task(self, text: str) -> None:
+        """As Recorder.set_task; text that cannot be a task raises ValueError here, before anything is sent."""
+        self.task = clean_task(text)
+        self._send("set_task", self.task, self.clock.now_ns())
 
     def stop_at_cameras_end(self) -> None:
         self._at_cameras_end = True

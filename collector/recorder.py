@@ -7,6 +7,7 @@ so sealing one clip never stalls capture of the next.
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import logging
 import os
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import collector
-from collector.bundle import FRAMES, PARTIAL_PREFIX, SENSORS, new_clip_id, recover_partials, seal, video_name, write_manifest, write_sensor_log
+from collector.bundle import FRAMES, PARTIAL_PREFIX, SENSORS, clean_task, new_clip_id, recover_partials, seal, video_name, write_manifest, write_sensor_log
 from collector.clock import Clock
 from collector.config import Config
 from collector.devices import usb_id_of
@@ -50,6 +51,7 @@ class ClipBuffer:
     frames: list[tuple[str, int, int]] = field(default_factory=list)  # camera, frame index, capture ns
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     marks: list[dict] = field(default_factory=list)
+    task: str = ""  # the task in force where the clip starts (one per clip: a change of task splits it)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ class Recorder:
         self._latest: dict[str, Frame | Sample] = {}
         self._stop_at_cameras_end = False
         self._lock = None
+        self.task = clean_task(config.recorder.task)  # the latest task asked for (what the app shows)
+        self._tasks: list[tuple[int, str]] = [(0, self.task)]  # (from this capture time on, task), in time order
 
     # --- control (any thread) -------------------------------------------------------------------
     def start(self, record: bool = True) -> Recorder:
@@ -173,6 +177,13 @@ class Recorder:
 
     def mark(self, label: str = "mark", at_ns: int | None = None) -> None:
         self._commands.put(("mark", at_ns or self.clock.now_ns(), label))
+
+    def set_task(self, text: str, at_ns: int | None = None) -> None:
+        """The task from now on (or from `at_ns`): a clip being recorded is split there, so that each clip carries
+        the one task it was recorded under; when idle, the next clip has it. Raises ValueError for text that
+        cannot be a task (over 200 characters, control characters)."""
+        self.task = clean_task(text)
+        self._commands.put(("task", at_ns or self.clock.now_ns(), self.task))
 
     def stop_at_cameras_end(self) -> None:
         """Recording stops where the last video-file camera ended, as soon as it has (`record --until-end`, the
@@ -287,6 +298,16 @@ class Recorder:
                 span = self.segmenter.route(t_ns)
                 if span is not None:
                     self._buffer(span).marks.append({"t_ns": t_ns, "label": arg})
+            elif command == "task" and arg != self._task_at(t_ns):  # the same task again cuts nothing
+                bisect.insort(self._tasks, (t_ns, arg), key=lambda change: change[0])
+                self.segmenter.split(t_ns)  # nothing to split while idle
+
+    def _task_index(self, t_ns: int) -> int:
+        """Where in `_tasks` the task in force at capture time `t_ns` is."""
+        return max(0, bisect.bisect_right(self._tasks, t_ns, key=lambda change: change[0]) - 1)
+
+    def _task_at(self, t_ns: int) -> str:
+        return self._tasks[self._task_index(t_ns)][1]
 
     def _drain(self, source: Source, limit: int = 2000) -> int:
         moved = 0
@@ -366,11 +387,14 @@ class Recorder:
                 span.end_ns = max([t for _, _, t in buf.frames] + [s.capture_ns for v in buf.samples.values() for s in v], default=span.start_ns) + 1
             stats = {s.name: s.stats.snapshot() for s in self.sources}
             self._gaps.update([g for s in self.sources for g in s.take_gaps()])
+            buf.task = self._task_at(span.start_ns)
             self._finish.put((buf, stats, self._gaps.overlapping(span)))
         if spans:
             # Later clips start where the open ones do, or after the last one just sealed.
             sealed_until = max(s.end_ns if s.end_ns is not None else s.start_ns for s in spans)
-            self._gaps.forget_before(min((s.start_ns for s in self.segmenter.spans), default=sealed_until))
+            kept_from = min((s.start_ns for s in self.segmenter.spans), default=sealed_until)
+            self._gaps.forget_before(kept_from)
+            del self._tasks[: self._task_index(kept_from)]  # changes that no clip still to be sealed starts under
 
     # --- finisher thread ------------------------------------------------------------------------
     def _finisher(self) -> None:
@@ -474,6 +498,7 @@ class Recorder:
             "start": {"utc": self.clock.utc(span.start_ns), "mono_ns": span.start_ns},
             "end": {"utc": self.clock.utc(span.end_ns), "mono_ns": span.end_ns},
             "duration_s": round((span.end_ns - span.start_ns) / 1e9, 6),
+            "task": buf.task,
             "streams": streams,
             "marks": buf.marks,
             "recorder": {

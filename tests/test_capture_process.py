@@ -128,6 +128,39 @@ def test_a_capture_process_that_dies_is_reported_and_started_again_and_keeps_eve
     assert all(verify_bundle(c).ok for c in on_disk)
 
 
+def tasks_of(clips: list[Path]) -> list[str]:
+    return [json.loads((c / "manifest.json").read_text())["task"] for c in sorted(clips, key=lambda p: p.name)]
+
+
+def test_a_change_of_task_crosses_to_the_capture_process_and_splits_the_clip(make_config, device_key, simulator):
+    sim = simulator(rate=200, protocol="binary")
+    config = make_config(serials=[imu_serial(sim.port, "binary")], clip_seconds=0, task="solder a header onto a PCB")
+    written = []
+    capture = CaptureProcess(config, device_key, on_clip=written.append).start()
+    assert wait_until(lambda: capture.totals.samples > 40, 30)
+    capture.set_task("clean the soldering tip")
+    before = capture.totals.samples
+    assert wait_until(lambda: capture.totals.samples > before + 40, 30)
+    capture.close()
+    assert tasks_of([c.path for c in written]) == ["solder a header onto a PCB", "clean the soldering tip"]
+    assert all(verify_bundle(c.path).ok for c in written)
+
+
+def test_a_restarted_capture_process_records_under_the_task_named_last(make_config, device_key, simulator):
+    sim = simulator(rate=200, protocol="binary")
+    config = make_config(serials=[imu_serial(sim.port, "binary")], clip_seconds=0.5)
+    written, problems = [], []
+    capture = CaptureProcess(config, device_key, on_clip=written.append, on_problem=problems.append).start()
+    capture.set_task("debone a chicken thigh")
+    assert wait_until(lambda: len(written) >= 2, 30)
+    os.kill(capture._process.pid, signal.SIGKILL)
+    assert wait_until(lambda: problems and problems[-1] is None, 60), problems
+    before = len(written)
+    assert wait_until(lambda: len(written) >= before + 2, 30), "no clip was cut after the restart"
+    capture.close()
+    assert set(tasks_of([c.path for c in written[1:]])) == {"debone a chicken thigh"}  # the first clip may precede it
+
+
 def test_a_capture_process_that_cannot_start_says_why(make_config, device_key, tmp_path):
     config = make_config(serials=[imu_serial(str(tmp_path / "no-such-port"), "binary")])
     config.clips_path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,10 +6,12 @@ import threading
 import time
 
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.bundle import list_clips, verify_bundle
+from collector.capture_process import CaptureProcess
 from collector.recorder import Recorder
 from collector.sources import make_sources
 from collector.video import probe, read_frames
@@ -106,6 +108,68 @@ def test_operator_start_stop_split_and_mark(simulator, make_config, device_key):
         times = load(c.path)[2].column("capture_ns").to_pylist()
         assert not any(paused_from <= t < paused_to for t in times)
         assert verify_bundle(c.path).ok
+
+
+def test_a_change_of_task_while_recording_splits_the_clip_where_it_changed(simulator, make_config, device_key):
+    sim = simulator(rate=500, protocol="kv")
+    config = make_config([], [imu_serial(sim.port, "kv")], clip_seconds=0, task="solder a header onto a PCB")
+    written = []
+    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+    time.sleep(0.4)
+    changed_at = recorder.clock.now_ns()
+    recorder.set_task("  clean the soldering tip ")
+    assert recorder.task == "clean the soldering tip"
+    time.sleep(0.4)
+    recorder.close()
+    first, second = [load(c.path) for c in sorted(written, key=lambda c: c.clip_id)]
+    assert [first[0]["task"], second[0]["task"]] == ["solder a header onto a PCB", "clean the soldering tip"]
+    assert first[0]["end"]["mono_ns"] == second[0]["start"]["mono_ns"] and abs(second[0]["start"]["mono_ns"] - changed_at) < 100e6
+    assert max(first[2].column("capture_ns").to_pylist()) < second[0]["start"]["mono_ns"] <= min(second[2].column("capture_ns").to_pylist())
+    assert all(verify_bundle(c.path).ok for c in written)
+
+
+def test_the_same_task_named_again_does_not_split_the_clip(simulator, make_config, device_key):
+    sim = simulator(rate=500, protocol="kv")
+    config = make_config([], [imu_serial(sim.port, "kv")], clip_seconds=0, task="solder a header onto a PCB")
+    written = []
+    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+    time.sleep(0.3)
+    recorder.set_task("solder a header onto a PCB ")
+    time.sleep(0.3)
+    recorder.close()
+    [clip] = written
+    assert load(clip.path)[0]["task"] == "solder a header onto a PCB"
+
+
+def test_a_task_named_while_idle_is_the_next_clips(simulator, make_config, device_key):
+    sim = simulator(rate=500, protocol="kv")
+    config = make_config([], [imu_serial(sim.port, "kv")], clip_seconds=0)
+    written = []
+    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+    time.sleep(0.3)
+    recorder.stop_clip()
+    recorder.set_task("debone a chicken thigh")
+    time.sleep(0.2)
+    recorder.start_clip()
+    time.sleep(0.3)
+    recorder.close()
+    tasks = [load(c.path)[0]["task"] for c in sorted(written, key=lambda c: c.clip_id)]
+    assert tasks == ["", "debone a chicken thigh"]  # "": none named in the configuration
+
+
+@pytest.mark.parametrize("own_process", [False, True])
+def test_text_that_cannot_be_a_task_is_refused_by_either_recorder(make_config, device_key, own_process):
+    config = make_config(task="solder a header onto a PCB")
+    recorder = CaptureProcess(config, device_key) if own_process else Recorder(config, [], device_key)
+    try:
+        with pytest.raises(ValueError, match="task holds the control character"):
+            recorder.set_task("solder\x1b[2J")
+        with pytest.raises(ValueError, match="task is 201 characters long"):
+            recorder.set_task("x" * 201)
+        assert recorder.task == "solder a header onto a PCB"
+    finally:
+        if own_process:
+            recorder.close()
 
 
 def test_a_missing_camera_leaves_a_recorded_gap_while_serial_goes_on(simulator, make_config, tmp_path, device_key):

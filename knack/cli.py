@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("record", help="record clips from the configured sources until Ctrl-C")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--clip-seconds", type=float, help="override recorder.clip_seconds")
+    p.add_argument("--task", help='the task being done, signed into every clip (e.g. "solder a header onto a PCB"); overrides recorder.task')
     p.add_argument("--until-end", action="store_true", help="stop when every video-file camera has ended")
     p.add_argument("--no-label", action="store_true", help="do not label clips as they are written (label them later with `knack label`)")
     p.set_defaults(func="knack.commands:cmd_record")

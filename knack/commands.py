@@ -122,6 +122,8 @@ def cmd_record(args) -> int:
     config = _load(args)
     if args.clip_seconds is not None:
         config = dataclasses.replace(config, recorder=dataclasses.replace(config.recorder, clip_seconds=args.clip_seconds)).validate()
+    if args.task is not None:
+        config = dataclasses.replace(config, recorder=dataclasses.replace(config.recorder, task=args.task)).validate()
     if not config.camera and not config.serial and not config.joints:
         raise ConfigError("no sources configured: add [[camera]], [[serial]] or [[joints]] tables to knack.toml (see `knack devices`)")
     from collector.sources.camera import source_kind
@@ -133,6 +135,8 @@ def cmd_record(args) -> int:
             raise ConfigError(f"camera {camera.name}: the video file {camera.source} does not exist")
     key = device_key(config)
     print(f"Recording to {config.clips_path} as device {key.address}; stop with Ctrl-C")
+    if config.recorder.task.strip():
+        print(f"Task: {config.recorder.task.strip()}")
     session = DeviceSession(config, key, label=False if args.no_label else None)
     run = run_recording(session, args.duration, until_sources_end=args.until_end)
     accepted = sum(r.accepted for r in run.labeled)

@@ -23,6 +23,7 @@ from knack import events as ev
 from knack import wiring
 
 SIM = SimulatorConfig(rate=200.0, protocol="csv", replay=str(SAMPLE_IMU))  # replays the log in a loop
+SAMPLE_TASK = "open, pinch, spread and close the fingers of one hand"  # what the sample shows (its ATTRIBUTION.md)
 KEYS_NOTE = (
     "The demo uses three keys, all encrypted with the one password you give now:\n"
     "  - the device key signs every clip this device records and submits them;\n"
@@ -42,7 +43,7 @@ def demo_config(base: Config, data_dir: Path, port: str, clip_seconds: float, lo
     return dataclasses.replace(
         base,
         data_dir=str(data_dir),
-        recorder=dataclasses.replace(base.recorder, clip_seconds=clip_seconds),
+        recorder=dataclasses.replace(base.recorder, clip_seconds=clip_seconds, task=SAMPLE_TASK),
         camera=(CameraConfig(name="bench", source=str(SAMPLE_VIDEO), fps=30.0, realtime=True, loop=loop),),
         serial=(stream_config(SIM, port),),
         joints=(),

@@ -47,6 +47,13 @@ class ClipsSettled:
 
 
 @dataclass(frozen=True)
+class TaskChanged:
+    """The operator named another task: a clip being recorded was split there; "" names none."""
+
+    task: str
+
+
+@dataclass(frozen=True)
 class Problem:
     """A part stopped working (the chain, the content store): said once per change, not once per round."""
 
@@ -59,7 +66,7 @@ class ProblemCleared:
     part: str
 
 
-Event = ClipWritten | ClipLabeled | LabelFailed | ClipPinned | BatchSubmitted | BatchSettled | ClipsSettled | Problem | ProblemCleared
+Event = ClipWritten | ClipLabeled | LabelFailed | ClipPinned | BatchSubmitted | BatchSettled | ClipsSettled | TaskChanged | Problem | ProblemCleared
 Listener = Callable[[Event], None]
 
 

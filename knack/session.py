@@ -200,6 +200,17 @@ class DeviceSession:
         return finished
 
     # --- what an operator asks for ------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        """The task being done, as the operator last named it (recorder.task at start)."""
+        return self.recorder.task
+
+    def set_task(self, text: str) -> None:
+        """Names the task being done: a clip being recorded is split here, so that each clip is signed with the
+        task it shows; when idle, the next clip has it. Raises ValueError for text that cannot be a task."""
+        self.recorder.set_task(text)
+        self.post(ev.TaskChanged(self.recorder.task))
+
     def relabel(self, clip: Path) -> bool:
         """`knack label CLIP_DIR`, in the background; the new decision goes back through the outbox."""
         if self.labels is None:

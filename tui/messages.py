@@ -55,6 +55,11 @@ class ClipsSettled(Message, bubble=False):
 
 
 @dataclass
+class TaskChanged(Message, bubble=False):
+    task: str
+
+
+@dataclass
 class Problem(Message, bubble=False):
     part: str
     text: str
@@ -73,6 +78,7 @@ FOR_EVENT: dict[type, type[Message]] = {
     ev.BatchSubmitted: BatchSubmitted,
     ev.BatchSettled: BatchSettled,
     ev.ClipsSettled: ClipsSettled,
+    ev.TaskChanged: TaskChanged,
     ev.Problem: Problem,
     ev.ProblemCleared: ProblemCleared,
 }
@@ -106,6 +112,11 @@ class RelabelRequested(Message):
 @dataclass
 class DiscardRequested(Message):
     clip_id: str
+
+
+@dataclass
+class TaskRequested(Message):
+    text: str  # as typed: the session refuses text that cannot be a task
 
 
 @dataclass

@@ -5,6 +5,7 @@ its bundle does not verify."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -321,6 +322,45 @@ def test_a_clip_that_is_not_there_is_one_line_and_exit_2(recorded, tmp_path, tar
     out = knack_cli(config.data_path, tmp_path)("review", target, "-o", str(tmp_path / "x.rrd"))
     assert out.returncode == 2 and says in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (tmp_path / "x.rrd").exists()
+
+
+# --- the app's Clips screen ---------------------------------------------------------------------------------
+def test_v_on_the_clips_screen_writes_the_selected_clips_review_beside_the_data(make_clip, tmp_path, device_key):
+    from knack.session import DeviceSession
+    from tui.app import KnackApp
+
+    clip = make_clip(photo_frames(PERSON, 6))
+    config = from_mapping({"data_dir": str(tmp_path / "data")}).validate()
+    session = DeviceSession(config, device_key, label=False)
+    session.outbox.record(clip.name, clip)
+    app = KnackApp(session)
+    review_file = config.data_path / "reviews" / f"{clip.name}.rrd"
+
+    async def scenario(pilot):
+        await pilot.press("2")
+        table = app.screen.query_one("#clips")
+        await settle(pilot, lambda: table.row_count == 1, "the clip in the table")
+        await pilot.press("v")
+        await settle(pilot, lambda: any("written" in n.message for n in app._notifications), "the review's notice")
+        [notice] = [n for n in app._notifications if "written" in n.message]
+        assert notice.message.startswith(f"review of {clip.name} written: {review_file} (")
+
+    async def run():
+        async with app.run_test(size=(160, 48)) as pilot:
+            await scenario(pilot)
+
+    try:
+        asyncio.run(run())
+    finally:
+        session.close()
+    assert column(read_rrd(review_file), "/cameras/cam/video", "AssetVideo:media_type", static=True) == [["video/mp4"]]
+
+
+async def settle(pilot, predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.2)
 
 
 # --- the pure parts ------------------------------------------------------------------------------------------

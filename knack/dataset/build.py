@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from collector.bundle import video_name
+from collector.bundle import manifest_task, video_name
 from collector.config import Config
 from knack.dataset.episode import EpisodeRejected, Layout, episode_of, nominal_fps
 from knack.dataset.lerobot import STAGED_FRAMES, DatasetWriter, array_stats, encode_camera, video_key, write_staged_frames
@@ -54,11 +54,6 @@ class Filters:
             if started is None or started < self.since:
                 return f"it was recorded before {self.since.isoformat()}"
         return ""
-
-
-def manifest_task(manifest: dict) -> str:
-    task = manifest.get("task")
-    return task.strip() if isinstance(task, str) else ""
 
 
 def started_at(manifest: dict) -> datetime | None:
@@ -258,7 +253,8 @@ def build(config: Config, options: Options, say: Callable[[str], None] = print) 
 
 def _jobs(config: Config, options: Options, say) -> tuple[list[Job], tuple[int, str] | None, list[Outcome]]:
     if options.clips:
-        return [Job(i, local=str(Path(c).resolve())) for i, c in enumerate(options.clips)], None, []
+        local = options.clips[: options.filters.limit] if options.filters.limit is not None else options.clips
+        return [Job(i, local=str(Path(c).resolve())) for i, c in enumerate(local)], None, []
     from knack import wiring
     from storage.validator.provenance import paid_clips
 

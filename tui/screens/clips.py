@@ -4,6 +4,7 @@ retry, re-label and discard are asked of the app as messages."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.text import Text
@@ -53,6 +54,7 @@ class ClipsScreen(Screen):
         Binding("l", "relabel", "Re-label"),
         Binding("d", "discard", "Discard"),
         Binding("f", "next_filter", "Filter"),
+        Binding("v", "review", "Rerun"),  # "Review in Rerun" would push Help and Quit off a 160-column footer
     ]
 
     def __init__(self, **kwargs):
@@ -170,6 +172,27 @@ class ClipsScreen(Screen):
             self.app.notify("no clip selected", severity="warning")
             return
         self.post_message(msg.RelabelRequested(Path(self.views[clip_id].path)))
+
+    def action_review(self) -> None:
+        clip_id = self.selected_clip()
+        if clip_id is None:
+            self.app.notify("no clip selected", severity="warning")
+            return
+        self.notify(f"writing a Rerun review of {clip_id}…", timeout=3)
+        self.review_clip(Path(self.views[clip_id].path))
+
+    @work(thread=True, group="review")
+    def review_clip(self, clip: Path) -> None:
+        """knack.review reads the clip, runs the labeler's detectors and writes the .rrd: seconds, so in a thread."""
+        from knack.review import ReviewError, review_in_data_dir
+
+        try:
+            line, severity = review_in_data_dir(clip, self.app.session.config, os.environ), "information"
+        except ReviewError as exc:
+            line, severity = str(exc), "error"
+        except Exception as exc:  # noqa: BLE001 - a failed review is said; it must never end the app (and capture)
+            line, severity = f"no review of {clip.name}: {exc}", "error"
+        self.app.call_from_thread(self.notify, line, severity=severity, timeout=10)
 
     def action_discard(self) -> None:
         clip_id = self.selected_clip()

@@ -26,6 +26,7 @@ HELP = """\
 | `l` | Clips | label the selected clip again | `knack label CLIP_DIR` |
 | `d` | Clips | discard the selected clip (not once it is pinned) | `knack discard CLIP_ID` |
 | `f` | Clips | filter by outbox state | `knack clips --state STATE` |
+| `v` | Clips | review the selected clip in Rerun: writes `<data_dir>/reviews/<clip_id>.rrd`, and opens the viewer where there is a display | `knack review CLIP_ID --spawn` |
 | `S` | anywhere | submit pinned clips now (every few seconds anyway) | `knack submit` |
 | `a` | Rewards | type a contributor's address (enter reads it, escape leaves the field) | `knack rewards ADDRESS` |
 | `g` | Rewards, Devices | read again | `knack rewards ADDRESS`, `knack devices`, `knack doctor` |

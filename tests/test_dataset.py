@@ -346,3 +346,14 @@ def test_clips_are_read_and_verified_through_an_http_gateway_that_cannot_lie(tmp
         remote.get(Cid(DAG_PB, b"\x01" * 32))
     with pytest.raises(StoreUnavailable, match="not reachable"):
         GatewayStore("http://127.0.0.1:9", timeout=2).get(Cid.parse(good.cid))
+
+
+def test_a_build_on_ray_without_ray_installed_says_how_to_get_it(tmp_path, bound_key):
+    import importlib.util
+
+    from knack.dataset.build import BuildError
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("Ray is installed here: this checks the message for a machine without it")
+    with pytest.raises(BuildError, match=r"pip install 'knack\[ray\]'"):
+        build(Config(), Options(out=tmp_path / "ds", clips=(str(make_bundle(tmp_path / "clips", bound_key)),), ray="127.0.0.1:6379", progress=False), say=print)

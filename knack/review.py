@@ -66,6 +66,7 @@ class ReviewError(Exception):
 @dataclass(frozen=True)
 class Channel:
     entity: str  # entity path of its scalars
+    plot: str  # the entity path of the plot it is drawn in (its stream's, or its field's for an arm)
     values: np.ndarray  # float64, one per sample
 
 
@@ -107,10 +108,10 @@ def entity_part(name: str) -> str:
     return rr.escape_entity_path_part(name)
 
 
-def channel_entities(stream: str, channels: list[str], stream_info: Mapping | None = None) -> list[str]:
-    """The entity path of each channel: `sensors/<stream>/<channel>`; a robot arm's `<joint>.<field>` channels
-    as `sensors/<stream>/<field>/<joint>`, so that positions, velocities and efforts (each in its own unit) are
-    each one plot of every joint."""
+def channel_entities(stream: str, channels: list[str], stream_info: Mapping | None = None) -> list[tuple[str, str]]:
+    """(entity path, plot path) of each channel: `sensors/<stream>/<channel>`, drawn in its stream's plot; a robot
+    arm's `<joint>.<field>` channels as `sensors/<stream>/<field>/<joint>`, drawn in their field's plot, so that
+    positions, velocities and efforts (each in its own unit) are each one plot of every joint."""
     info = stream_info or {}
     joints, fields = set(info.get("joints") or ()), set(info.get("fields") or ())
     base = f"sensors/{entity_part(stream)}"
@@ -118,9 +119,10 @@ def channel_entities(stream: str, channels: list[str], stream_info: Mapping | No
     for channel in channels:
         joint, dot, field_name = channel.rpartition(".")
         if dot and joint in joints and field_name in fields:
-            out.append(f"{base}/{entity_part(field_name)}/{entity_part(joint)}")
+            plot = f"{base}/{entity_part(field_name)}"
+            out.append((f"{plot}/{entity_part(joint)}", plot))
         else:
-            out.append(f"{base}/{entity_part(channel)}")
+            out.append((f"{base}/{entity_part(channel)}", base))
     return out
 
 
@@ -270,7 +272,7 @@ def sensor_streams(clip: Path, manifest: dict) -> list[SensorStream]:
             SensorStream(
                 stream,
                 np.asarray(rows.column("capture_ns").to_numpy(zero_copy_only=False), np.int64),
-                [Channel(e, matrix[:, i]) for i, e in enumerate(entities)],
+                [Channel(entity, plot, matrix[:, i]) for i, (entity, plot) in enumerate(entities)],
             )
         )
     return out
@@ -336,11 +338,10 @@ def _blueprint(camera_names: list[str], streams: list[SensorStream]):
     plots = []
     for stream in streams:
         base = f"sensors/{entity_part(stream.name)}"
-        groups = sorted({c.entity.rpartition("/")[0] for c in stream.channels if c.entity.count("/") > 2})
-        for group in groups:  # an arm: one plot per field
-            plots.append(rrb.TimeSeriesView(origin=group, name=f"{stream.name} {group.rpartition('/')[2]}"))
-        # The sequence counter climbs through the thousands and would flatten every other curve of the plot.
-        plots.append(rrb.TimeSeriesView(origin=base, contents=["+ $origin/*", "- $origin/seq"], name=stream.name))
+        for plot in dict.fromkeys(c.plot for c in stream.channels if c.entity != f"{base}/seq"):
+            # The sequence counter climbs through the thousands and would flatten every other curve of the plot.
+            contents = ["+ $origin/*", "- $origin/seq"] if plot == base else ["+ $origin/*"]
+            plots.append(rrb.TimeSeriesView(origin=plot, contents=contents, name=stream.name if plot == base else f"{stream.name} {plot.rpartition('/')[2]}"))
     text = rrb.Tabs(
         rrb.TextDocumentView(origin="review/summary", name="verdict"),
         rrb.TextLogView(origin="/", contents=["+ review/**", "+ marks/**", "+ streams/**"], name="log"),

@@ -180,6 +180,18 @@ def test_a_robot_arms_joint_states_are_one_series_per_joint_and_field(recorded, 
     assert len(column(chunks, "/sensors/arm/seq", "Scalars:scalars")) == len(rows)
 
 
+def test_the_viewer_opens_on_clip_time_with_a_view_per_camera_and_a_plot_per_stream_and_field(reviewed):
+    result, _ = reviewed
+    reader = RrdReader(result.path)
+    [blueprint] = reader.blueprints()
+    parts = {c.entity_path: c.to_record_batch().to_pydict() for c in reader.stream(store=blueprint)}
+    assert parts["/time_panel"]["TimePanelBlueprint:timeline"] == [["clip_time"]]
+    views = {(v["ViewBlueprint:class_identifier"][0][0], v["ViewBlueprint:space_origin"][0][0]) for v in parts.values() if "ViewBlueprint:space_origin" in v}
+    assert {("2D", "cameras/cam"), ("TextDocument", "review/summary"), ("TextLog", "/")} <= views
+    # The arm's sequence counter alone is no plot: its plots are one per field.
+    assert {o for kind, o in views if kind == "TimeSeries"} == {"sensors/imu", "sensors/arm/position", "sensors/arm/velocity", "sensors/arm/effort"}
+
+
 def test_the_decision_quality_and_reasons_are_a_document_and_a_log_entry(recorded, reviewed):
     _, clip = recorded
     result, chunks = reviewed
@@ -225,6 +237,35 @@ def test_the_blurred_face_regions_are_boxes_on_every_frame_of_an_unlabeled_clip(
     expected = labeler.detections(clip / "video.mp4").faces
     assert result.face_frames == sum(bool(f) for f in expected) == 12  # the labeler blurs this face on every frame
     assert boxes and all(len(b) == 1 for b in boxes)
+
+
+def test_every_camera_of_a_clip_is_a_video_of_its_own(tmp_path, device_key):
+    import pyarrow as pa
+
+    from collector.bundle import new_clip_id, seal
+    from collector.video import write_video
+
+    clip_id = new_clip_id()
+    partial = tmp_path / "clips" / f".partial-{clip_id}"
+    partial.mkdir(parents=True)
+    frames = photo_frames(PERSON, 8)
+    write_video(partial / "video-left.mp4", frames, 30.0)
+    write_video(partial / "video-right.mp4", [cv2.flip(f, 1) for f in frames[:6]], 30.0)
+    rows = [("left", i, 1_000 + i * 33_000_000) for i in range(8)] + [("right", i, 2_000 + i * 33_000_000) for i in range(6)]
+    pq.write_table(pa.table(dict(zip(("camera", "frame_index", "capture_ns"), map(list, zip(*rows))))), partial / "frames.parquet")
+    streams = [{"name": name, "kind": "camera", "source": "test", "count": n, "gaps": []} for name, n in (("left", 8), ("right", 6))]
+    manifest = {"clip_id": clip_id, "device_id": device_key.address, "start": {"utc": "2026-01-01T00:00:00Z", "mono_ns": 0}, "streams": streams, "marks": []}
+    write_manifest(partial, manifest, device_key)
+    clip = seal(partial, tmp_path / "clips" / clip_id)
+    result = review(str(clip), from_mapping({"data_dir": str(tmp_path / "data")}).validate(), tmp_path / "two.rrd", boxes=False)
+    chunks = read_rrd(tmp_path / "two.rrd")
+    assert result.frames == {"left": 8, "right": 6}
+    for name, video, first in (("left", "video-left.mp4", 1_000), ("right", "video-right.mp4", 2_000)):
+        [blob] = column(chunks, f"/cameras/{name}/video", "AssetVideo:blob", static=True)
+        assert bytes(blob[0]) == (clip / video).read_bytes()
+        assert ns(column(chunks, f"/cameras/{name}/video", "capture_time"))[0] == first
+    [[text]] = column(chunks, "/review/summary", "TextDocument:text", static=True)
+    assert "NOT LABELED YET" in text
 
 
 def test_a_clip_is_reviewed_by_its_cid_from_the_embedded_store(recorded, reviewed, tmp_path, models):
@@ -324,6 +365,16 @@ def test_a_clip_that_is_not_there_is_one_line_and_exit_2(recorded, tmp_path, tar
     assert not (tmp_path / "x.rrd").exists()
 
 
+def test_a_content_store_that_is_down_is_one_line_and_exit_2(recorded, tmp_path):
+    config, _ = recorded
+    knack = knack_cli(config.data_path, tmp_path, KNACK_STORAGE_IPFS_API="/ip4/127.0.0.1/tcp/9/http")  # discard port: refused
+    out = knack("review", "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi", "-o", str(tmp_path / "x.rrd"))
+    assert out.returncode == 2, out.stderr
+    [line] = [line for line in out.stderr.splitlines() if line.startswith("knack: ")]
+    assert line.startswith("knack: error: IPFS daemon at /ip4/127.0.0.1/tcp/9/http is not reachable (block get)")
+    assert not (tmp_path / "x.rrd").exists()
+
+
 # --- the app's Clips screen ---------------------------------------------------------------------------------
 def test_v_on_the_clips_screen_writes_the_selected_clips_review_beside_the_data(make_clip, tmp_path, device_key):
     from knack.session import DeviceSession
@@ -367,11 +418,14 @@ async def settle(pilot, predicate, what: str, timeout: float = 60.0) -> None:
 def test_an_arms_channels_are_grouped_by_field_and_others_kept_as_named():
     arm = {"joints": ["shoulder", "elbow"], "fields": ["position", "effort"]}
     assert channel_entities("arm", ["seq", "shoulder.position", "elbow.effort"], arm) == [
-        "sensors/arm/seq",
-        "sensors/arm/position/shoulder",
-        "sensors/arm/effort/elbow",
+        ("sensors/arm/seq", "sensors/arm"),
+        ("sensors/arm/position/shoulder", "sensors/arm/position"),
+        ("sensors/arm/effort/elbow", "sensors/arm/effort"),
     ]
-    assert channel_entities("glove/left", ["a.x", "b c"]) == ["sensors/glove\\/left/a.x", "sensors/glove\\/left/b\\ c"]
+    assert channel_entities("glove/left", ["a.x", "b c"]) == [
+        ("sensors/glove\\/left/a.x", "sensors/glove\\/left"),
+        ("sensors/glove\\/left/b\\ c", "sensors/glove\\/left"),
+    ]
 
 
 def test_a_video_shorter_than_its_table_pairs_the_frames_both_have_and_says_so():

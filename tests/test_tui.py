@@ -274,6 +274,30 @@ def test_devices_help_palette_and_log(bench_config, device_key):
     run_app(session, scenario)
 
 
+def manifests_of(session: DeviceSession) -> list[dict]:
+    return [json.loads((c.path / "manifest.json").read_text()) for c in sorted(session.written, key=lambda c: c.clip_id)]
+
+
+def test_a_task_named_on_the_record_screen_while_recording_splits_the_clip(bench_config, device_key):
+    config = bench_config()
+    config = dataclasses.replace(config, recorder=dataclasses.replace(config.recorder, task="open the hand"))
+    session = DeviceSession(config, device_key, label=False, chain_every_s=CHAIN_EVERY_S)
+
+    async def scenario(app, pilot):
+        screen = app.screen
+        await until(pilot, lambda: screen.query_one("#preview-bench").shown_ns > 0, 20, "a camera frame in the preview")
+        await pilot.press("r")
+        await pilot.pause(1.0)
+        await pilot.press("t", "ctrl+a", "ctrl+k", *"pinch the fingers", "enter")
+        await until(pilot, lambda: "task      pinch the fingers" in str(screen.query_one("#clip-status").render()), 3, "the task on the status")
+        await pilot.pause(1.0)
+        await pilot.press("s")
+        await until(pilot, lambda: len(session.written) == 2, 20, "both clips sealed")
+
+    run_app(session, scenario)
+    assert [m["task"] for m in manifests_of(session)] == ["open the hand", "pinch the fingers"]
+
+
 # --- the session's events as messages ---------------------------------------------------------------------
 @pytest.fixture
 def quiet_session(tmp_path, device_key):
@@ -399,6 +423,58 @@ def test_a_chain_problem_shows_on_the_record_screen_while_it_lasts(quiet_session
         await until(pilot, lambda: "connection refused" not in str(status.render()), 3, "the problem to go")
 
     drive(KnackApp(quiet_session), scenario)
+
+
+@pytest.fixture
+def idle_session(tmp_path, device_key):
+    """A session with no sources and its recorder in this process, not started: a task named is only queued."""
+    config = from_mapping({"data_dir": str(tmp_path / "data"), "recorder": {"own_process": False, "task": "solder a header"}}).validate()
+    session = DeviceSession(config, device_key, label=False, chain_every_s=CHAIN_EVERY_S)
+    yield session
+    session.close()
+
+
+def test_the_task_field_shows_the_task_from_the_configuration(idle_session):
+    async def scenario(app, pilot):
+        assert app.screen.query_one("#task").value == "solder a header"
+        assert "task      solder a header" in str(app.screen.query_one("#clip-status").render())
+
+    drive(KnackApp(idle_session), scenario)
+
+
+def test_enter_in_the_task_field_names_the_task_to_the_session(idle_session):
+    async def scenario(app, pilot):
+        await pilot.press("t", "ctrl+a", "ctrl+k", *"clean the tip", "enter")
+        status = app.screen.query_one("#clip-status")
+        await until(pilot, lambda: "task      clean the tip" in str(status.render()), 3, "the new task on the status")
+        assert idle_session.task == "clean the tip" and app.task_text == "clean the tip"
+        assert app.focused is app.screen.query_one("#cards")  # r, s, x and m work again
+        assert "task: clean the tip" in app.log_lines
+
+    drive(KnackApp(idle_session), scenario)
+
+
+def test_text_that_cannot_be_a_task_is_refused_with_the_reason(idle_session):
+    async def scenario(app, pilot):
+        await pilot.press("t")
+        field = app.screen.query_one("#task")
+        field.value = "clean\tthe tip"  # pasted from a spreadsheet
+        await pilot.press("enter")
+        await until(pilot, lambda: notices(app), 3, "the refusal")
+        assert notices(app) == ["not a task: task holds the control character '\\t'"]
+        assert idle_session.task == "solder a header" and field.value == "solder a header"
+
+    drive(KnackApp(idle_session), scenario)
+
+
+def test_escape_leaves_the_task_field_and_names_nothing(idle_session):
+    async def scenario(app, pilot):
+        await pilot.press("t", *" and inspect", "escape")
+        await pilot.pause(0.2)
+        assert app.screen.query_one("#task").value == "solder a header" and idle_session.task == "solder a header"
+        assert app.focused is app.screen.query_one("#cards")
+
+    drive(KnackApp(idle_session), scenario)
 
 
 def test_a_written_clip_counts_on_the_record_screen(quiet_session):

@@ -61,6 +61,7 @@ def app(tmp_path, monkeypatch):
     config = from_mapping(
         {
             "data_dir": "data",
+            "recorder": {"task": "solder a header onto a PCB"},
             "camera": [{"name": "bench", "source": "camera.mp4", "fps": 30.0}],
             "serial": [
                 {

@@ -66,6 +66,7 @@ class KnackApp(App):
     clips_written: reactive[int] = reactive(0)  # clips sealed in this run
     clip_counts: reactive[dict[str, int]] = reactive(dict)  # the outbox: clips by state
     chain_problem: reactive[str | None] = reactive(None)  # why the chain cannot be used now, if it cannot
+    task_text: reactive[str] = reactive("")  # the task being done, as the operator last named it (`task` is Textual's)
 
     def __init__(self, session: DeviceSession, demo: bool = False, graphics: bool = False):
         super().__init__()
@@ -75,6 +76,7 @@ class KnackApp(App):
         self.sub_title = f"device {session.key.address}" + ("  (demo)" if demo else "")
         self.log_lines: deque[str] = deque(maxlen=5000)
         self.log_handler = AppLogHandler(self)
+        self.set_reactive(KnackApp.task_text, session.task)
         session.listener = self.hear
 
     def hear(self, event: ev.Event) -> None:
@@ -167,6 +169,11 @@ class KnackApp(App):
         self.count_clips()
         self.tell_screen(message)
 
+    def on_task_changed(self, message: msg.TaskChanged) -> None:
+        self.task_text = message.task
+        self.say(f"task: {message.task}" if message.task else "task: none named")
+        self.tell_screen(message)
+
     def on_problem(self, message: msg.Problem) -> None:
         if message.part == "chain":
             self.chain_problem = message.text
@@ -192,6 +199,12 @@ class KnackApp(App):
             self.notify(f"labeling {message.path.name} again", timeout=3)
         else:
             self.notify("labeling is off (labeler.label_on_record = false): use `knack label`", severity="warning")
+
+    def on_task_requested(self, message: msg.TaskRequested) -> None:
+        try:
+            self.session.set_task(message.text)  # its TaskChanged says what came of it
+        except ValueError as exc:
+            self.notify(f"not a task: {exc}", severity="error", timeout=6)
 
     def on_discard_requested(self, message: msg.DiscardRequested) -> None:
         from storage.outbox.discard import DiscardError

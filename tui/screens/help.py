@@ -21,6 +21,7 @@ HELP = """\
 | `s` | Record | stop the clip | Ctrl-C |
 | `x` | Record | split: end this clip, start the next | `recorder.clip_seconds` cuts on time |
 | `m` | Record | mark a moment in the clip (kept in the manifest) | |
+| `t` | Record | name the task being done: enter sets it (a clip being recorded is split there), escape leaves | `knack record --task`, `recorder.task` |
 | `↑` `↓` | Clips | select a clip: its manifest, CID, transaction and reward on the right | `knack clips CLIP_ID` |
 | `t` | Clips | retry the selected clip's upload now | `knack retry CLIP_ID` |
 | `l` | Clips | label the selected clip again | `knack label CLIP_DIR` |

@@ -1,16 +1,20 @@
-"""Record: a card per source, the live camera preview, sensor sparklines, the clip timer and free disk."""
+"""Record: the task being done, a card per source, the live camera preview, sensor sparklines, the clip timer
+and free disk."""
 
 from __future__ import annotations
 
 import shutil
 import time
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header, Input, Static
 
+from collector.bundle import MAX_TASK_CHARS
+from tui import messages as msg
 from tui.widgets import Plots, Preview, SourceCard
 
 # Frame rates, sample counts, sparklines and previews are read from the capture threads' counters and latest
@@ -32,11 +36,15 @@ def plotted(source) -> list[str]:
 
 
 class RecordScreen(Screen):
+    # The cards have focus, so the keys work; `t` goes to the task field, enter names the task, escape leaves it.
+    AUTO_FOCUS = "#cards"
     BINDINGS = [
         Binding("r", "app.start_clip", "Start clip"),
         Binding("s", "app.stop_clip", "Stop clip"),
         Binding("x", "app.split_clip", "Split"),
         Binding("m", "app.mark", "Mark moment"),
+        Binding("t", "edit_task", "Task"),
+        Binding("escape", "leave_task", "Done", show=False),
     ]
 
     def __init__(self, **kwargs):
@@ -54,6 +62,9 @@ class RecordScreen(Screen):
         sources = self.session.recorder.sources
         with Horizontal():
             with VerticalScroll(id="cards"):
+                task = Input(self.app.task_text, placeholder="what the hands do, e.g. solder a header onto a PCB", max_length=MAX_TASK_CHARS, id="task")
+                task.border_title = "task: t names it, enter sets it"
+                yield task
                 with Vertical(id="status", classes="card"):
                     yield Static("", id="clip-status")
                     yield Static("", id="capture-status")
@@ -75,12 +86,32 @@ class RecordScreen(Screen):
     def on_mount(self) -> None:
         self.ticker = self.set_interval(TICK_S, self.show_clip_status, pause=True)
         app = self.app
-        for attribute in ("clip_started", "marks", "clips_written", "clip_counts", "chain_problem"):
+        for attribute in ("clip_started", "marks", "clips_written", "clip_counts", "chain_problem", "task_text"):
             self.watch(app, attribute, self.show_clip_status, init=False)
+        self.watch(app, "task_text", self.show_task, init=False)
         self.watch(app, "clip_started", self.tick_while_recording)
         self.show_clip_status()
         self.update_live()
         self.set_interval(REFRESH_S, self.update_live)
+
+    # --- the task: what the field holds while it has focus is an edit; otherwise it shows the task in force ---
+    def action_edit_task(self) -> None:
+        self.query_one("#task", Input).focus()
+
+    def action_leave_task(self) -> None:
+        self.query_one("#cards").focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.post_message(msg.TaskRequested(event.value))
+        self.action_leave_task()
+
+    def on_input_blurred(self, event: Input.Blurred) -> None:
+        self.show_task()  # an edit left with escape is dropped; a task refused is said by the app
+
+    def show_task(self) -> None:
+        field = self.query_one("#task", Input)
+        if not field.has_focus:
+            field.value = self.app.task_text
 
     def tick_while_recording(self, started: float | None) -> None:
         if started is None:
@@ -100,7 +131,8 @@ class RecordScreen(Screen):
         else:
             timer = "[dim]○ idle[/] (r starts a clip)"
         # A clip that could not be written is also an error in the log: counted here when the status is next drawn.
-        lines = [timer, f"clips     {app.clips_written} written, {self.session.recorder.totals.failed} failed   marks {app.marks}"]
+        lines = [timer, f"task      {escape(app.task_text) if app.task_text else '[dim]none named (t)[/]'}"]
+        lines.append(f"clips     {app.clips_written} written, {self.session.recorder.totals.failed} failed   marks {app.marks}")
         lines.append("outbox    " + (", ".join(f"{n} {state}" for state, n in app.clip_counts.items()) or "empty"))
         if app.chain_problem:
             lines.append(f"[b red]chain[/]     {app.chain_problem}")

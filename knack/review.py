@@ -260,13 +260,17 @@ def sensor_streams(clip: Path, manifest: dict) -> list[SensorStream]:
         rows = table.filter(pc.equal(table.column("stream"), stream))
         channels = named.get(stream) if isinstance(named, dict) else None
         channels = [str(c) for c in (channels or info.get(stream, {}).get("channels") or [])]
-        values = rows.column("values").to_pylist()
-        width = max((len(v) for v in values if v is not None), default=0)
+        values = rows.column("values").combine_chunks()
+        lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
+        width = int(lengths.max(initial=0))
         channels += [f"value_{i}" for i in range(len(channels), width)]  # a value the table does not name is still shown
-        matrix = np.full((len(values), len(channels)), np.nan)
-        for r, row in enumerate(values):
-            if row:
-                matrix[r, : len(row)] = np.array(row, np.float64)[: len(channels)]
+        if len(lengths) and (lengths == len(channels)).all():  # as the recorder writes it: one reshape
+            matrix = np.asarray(pc.list_flatten(values).to_numpy(zero_copy_only=False), np.float64).reshape(len(lengths), len(channels))
+        else:  # rows of differing length: what a row lacks is NaN
+            matrix = np.full((len(values), len(channels)), np.nan)
+            for r, row in enumerate(values.to_pylist()):
+                if row:
+                    matrix[r, : len(row)] = np.array(row, np.float64)[: len(channels)]
         entities = channel_entities(stream, channels, info.get(stream))
         out.append(
             SensorStream(
@@ -515,7 +519,7 @@ def opened(target: str, config: Config, store=None) -> Iterator[tuple[Path, str,
         path = config.clips_path / target
     if (path / MANIFEST).is_file():
         signer = _verified(path, f"clip {path}")
-        yield path, _manifest_of(path)["clip_id"], signer, str(path)
+        yield path, _stem(_manifest_of(path)["clip_id"], path.resolve().name), signer, str(path)
         return
     try:
         cid = Cid.parse(target)
@@ -525,11 +529,15 @@ def opened(target: str, config: Config, store=None) -> Iterator[tuple[Path, str,
     try:
         _fetch(store, cid, scratch, config)
         signer = _verified(scratch, f"CID {cid}")
-        clip_id = _manifest_of(scratch)["clip_id"]
-        # A clip id is anyone's text in a bundle from elsewhere: only a plain name becomes a file name.
-        yield scratch, clip_id if _SAFE_NAME.fullmatch(clip_id) else str(cid), signer, f"CID {cid}"
+        yield scratch, _stem(_manifest_of(scratch)["clip_id"], str(cid)), signer, f"CID {cid}"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stem(clip_id: str, otherwise: str) -> str:
+    """The review's default file name: a clip id is anyone's text in a bundle from elsewhere ("../../x" is one),
+    so only a plain name becomes a file name."""
+    return next((name for name in (clip_id, otherwise) if _SAFE_NAME.fullmatch(name)), "review")
 
 
 def _fetch(store, cid, scratch: Path, config: Config) -> None:

@@ -35,6 +35,7 @@ from knack.review import (
     open_viewer,
     pair_frames,
     review,
+    sensor_streams,
     viewer_binary,
 )
 from storage.content.ipfs import EmbeddedStore
@@ -426,6 +427,16 @@ def test_an_arms_channels_are_grouped_by_field_and_others_kept_as_named():
         ("sensors/glove\\/left/a.x", "sensors/glove\\/left"),
         ("sensors/glove\\/left/b\\ c", "sensors/glove\\/left"),
     ]
+
+
+def test_sensor_rows_of_differing_length_are_shown_with_what_they_hold(tmp_path):
+    from collector.bundle import write_sensor_log
+
+    write_sensor_log(tmp_path / "sensors.parquet", ["s", "s", "s"], [10, 20, 30], [None] * 3, [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]], {"s": ["a", "b"]})
+    [stream] = sensor_streams(tmp_path, {"streams": []})
+    assert stream.capture_ns.tolist() == [10, 20, 30]
+    assert [c.entity for c in stream.channels] == ["sensors/s/a", "sensors/s/b", "sensors/s/value_2"]
+    assert np.array_equal([c.values for c in stream.channels], [[1, 3, 4], [2, np.nan, 5], [np.nan, np.nan, 6]], equal_nan=True)
 
 
 def test_a_video_shorter_than_its_table_pairs_the_frames_both_have_and_says_so():

@@ -6,7 +6,6 @@ and verified first); the pure helpers below build what is logged, `write_review`
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -34,8 +33,6 @@ from collector.bundle import (
     video_name,
 )
 from collector.config import Config
-
-log = logging.getLogger("knack.review")
 
 # What the Rerun viewer decodes (AV1 natively, H.264 with FFmpeg beside it), as PyAV names them. Any other codec
 # (OpenCV's mp4v in clips recorded before AV1) is re-encoded for the review with the recorder's own encoder, so a

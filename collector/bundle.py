@@ -25,6 +25,7 @@ SCHEMA = 1
 MANIFEST = "manifest.json"
 FRAMES = "frames.parquet"
 SENSORS = "sensors.parquet"
+SENSOR_CHANNELS = "knack.channels"  # sensors.parquet schema metadata: each stream's channel names, as JSON
 VIDEO_STEM = "video"
 VIDEO_SUFFIX = ".mp4"
 VIDEO_FOURCC = "mp4v"  # what OpenCV's bundled FFmpeg writes everywhere without extra codecs
@@ -289,7 +290,7 @@ def write_sensor_log(path: Path, streams, capture_ns, device_ns, values, channel
             "values": pa.array([list(v) for v in values], pa.list_(pa.float64())),
         }
     )
-    pq.write_table(table.replace_schema_metadata({"knack.channels": json.dumps(channels)}), path)
+    pq.write_table(table.replace_schema_metadata({SENSOR_CHANNELS: json.dumps(channels)}), path)
 
 
 def file_entries(directory: Path) -> list[dict]:

@@ -243,6 +243,9 @@ class StorageConfig:
     # An IPFS Pinning Service API endpoint (a pinning service or IPFS Cluster) that also keeps each
     # pinned clip; its bearer token comes from KNACK_PINNING_TOKEN, never from this file.
     pinning_service: str = ""
+    # An IPFS HTTP gateway (trustless, e.g. https://trustless-gateway.link) that `knack dataset build` and
+    # `knack review` read clips from when this machine has no daemon and no block store of its own.
+    ipfs_gateway: str = ""
 
     def validate(self, key: str) -> None:
         _require(self.ipfs_api == "" or self.ipfs_api.startswith("/"), f"{key}.ipfs_api", self.ipfs_api, "a multiaddr such as /ip4/127.0.0.1/tcp/5001/http")
@@ -252,6 +255,12 @@ class StorageConfig:
             f"{key}.pinning_service",
             self.pinning_service,
             "an https:// URL of an IPFS Pinning Service API endpoint",
+        )
+        _require(
+            self.ipfs_gateway == "" or self.ipfs_gateway.startswith(("http://", "https://")),
+            f"{key}.ipfs_gateway",
+            self.ipfs_gateway,
+            "an http(s):// URL of an IPFS gateway that serves raw blocks (?format=raw)",
         )
 
 

@@ -193,6 +193,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="with one path: the link name under /dev/knack/, e.g. wrist_cam (default: kind-vendor-product-serial)")
     p.set_defaults(func="knack.commands:cmd_udev")
 
+    p = sub.add_parser("dataset", help="LeRobot v3.0 datasets from the clips paid on chain, verified end to end")
+    dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="COMMAND")
+    d = dsub.add_parser("build", help="write settled, accepted clips (or local clip directories) as a LeRobot v3.0 dataset in OUT")
+    d.add_argument("out", help="a new directory for the dataset")
+    d.add_argument("clip_dir", nargs="*", help="local clip directories instead of the chain's paid clips")
+    d.add_argument("--contributor", help="only clips paid to this address")
+    d.add_argument("--task", help="only clips of this task (as the operator named it)")
+    d.add_argument("--since", help="only clips recorded at or after this UTC date or time (2026-12-01, 2026-12-01T08:00)")
+    d.add_argument("--limit", type=int, help="at most this many clips, in settlement order")
+    d.add_argument("--fps", type=int, help="the dataset's frame rate (default: the first clip's camera rate)")
+    d.add_argument("--workers", type=int, default=0, help="worker processes on this machine (default: one per CPU)")
+    d.add_argument("--ray", metavar="ADDRESS", help="run on this Ray cluster (pip install 'knack[ray]'; OUT on storage every node shares)")
+    d.add_argument("--license", default="other", help="the dataset's licence for its card, an SPDX id such as cc-by-4.0 (default: other)")
+    d.add_argument("--name", help="the dataset's title on its card")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func="knack.dataset.command:cmd_dataset_build")
+    d = dsub.add_parser("verify", help="re-check every episode of a dataset against the chain: Merkle proof, CID, signature, files")
+    d.add_argument("dataset")
+    d.set_defaults(func="knack.dataset.command:cmd_dataset_verify")
+
     p = sub.add_parser("review", help="write a clip as a Rerun recording (.rrd): its video, sensors, hand and face boxes and verdict")
     p.add_argument("clip", help="a clip directory, a clip id, or a CID (fetched from the content store and verified)")
     p.add_argument("-o", "--output", help="file to write (default: <clip_id>.rrd in the current directory)")
@@ -234,10 +254,11 @@ def expected_errors() -> tuple[type[Exception], ...]:
     from collector.labeling.cards import CardError
     from collector.recorder import RecorderBusy
     from collector.video import VideoError
+    from knack.dataset.build import BuildError
     from storage.ledger.base import ChainError
     from storage.outbox.db import OutboxDamaged
 
-    return (ConfigError, IdentityError, CardError, ChainError, OutboxDamaged, CaptureFailed, RecorderBusy, VideoError)
+    return (ConfigError, IdentityError, CardError, ChainError, OutboxDamaged, CaptureFailed, RecorderBusy, VideoError, BuildError)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,8 @@ def run_demo(base: Config, data_dir: str | None = None, clip_seconds: float = 2.
     print('  knack verify "$KNACK_DATA_DIR"/clips/*  every file hash and the device signature')
     print("  knack rewards                          the contributor's balance and settled batches")
     print("  knack tui                              the operator's app over the same clips")
+    print("  knack dataset build /tmp/ds            the paid clips as a LeRobot dataset, verified against the chain")
+    print("  knack review <clip_id>                 one clip as a Rerun recording (.rrd)")
     if view:
         print(f"\nContributor {view['address']} balance: {view['balance_tokens']} KNACK")
     return 1 if failed else 0

@@ -24,6 +24,7 @@ from collector.bundle import (
     FRAMES,
     MANIFEST,
     MAX_MANIFEST_BYTES,
+    SENSOR_CHANNELS,
     SENSORS,
     BundleFormatError,
     NotRegular,
@@ -248,7 +249,7 @@ def sensor_streams(clip: Path, manifest: dict) -> list[SensorStream]:
 
     table = _table(clip / SENSORS, MAX_SENSOR_ROWS, MAX_SENSOR_VALUES)
     try:
-        named = json.loads((table.schema.metadata or {}).get(b"knack.channels", b"{}"))  # bundle.write_sensor_log's key
+        named = json.loads((table.schema.metadata or {}).get(SENSOR_CHANNELS.encode(), b"{}"))
     except ValueError:
         named = {}
     info = {s["name"]: s for s in manifest.get("streams", []) if isinstance(s, dict)}
@@ -544,7 +545,7 @@ def _fetch(store, cid, scratch: Path, config: Config) -> None:
     from storage.validator.fetch import ClipFormatError, fetch_clip
 
     try:
-        store = store or wiring.open_store(config)
+        store = store or wiring.reading_store(config)
     except (StoreUnavailable, OSError) as exc:
         raise ReviewError(f"the content store cannot be opened: {exc}") from None
     try:

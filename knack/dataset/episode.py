@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collector.bundle import FRAMES, SENSORS
+from collector.bundle import FRAMES, SENSOR_CHANNELS, SENSORS
 
 NS = 1_000_000_000
 
@@ -148,7 +148,7 @@ def read_sensors(clip: Path) -> tuple[dict[str, list[str]], dict[str, tuple[np.n
     if not path.exists():
         return {}, {}
     table = pq.read_table(path)
-    meta = (table.schema.metadata or {}).get(b"knack.channels", b"{}")
+    meta = (table.schema.metadata or {}).get(SENSOR_CHANNELS.encode(), b"{}")
     try:
         channels = json.loads(meta)
     except ValueError:

@@ -357,3 +357,14 @@ def test_a_build_on_ray_without_ray_installed_says_how_to_get_it(tmp_path, bound
         pytest.skip("Ray is installed here: this checks the message for a machine without it")
     with pytest.raises(BuildError, match=r"pip install 'knack\[ray\]'"):
         build(Config(), Options(out=tmp_path / "ds", clips=(str(make_bundle(tmp_path / "clips", bound_key)),), ray="127.0.0.1:6379", progress=False), say=print)
+
+
+def test_a_gateway_in_the_configuration_is_an_http_url_and_is_where_clips_are_read_from(tmp_path):
+    from collector.config import ConfigError, from_mapping
+    from knack.wiring import reading_store
+
+    with pytest.raises(ConfigError, match=r"storage\.ipfs_gateway.*ftp://example.org"):
+        from_mapping({"storage": {"ipfs_gateway": "ftp://example.org"}}).validate()
+    config = from_mapping({"data_dir": str(tmp_path), "storage": {"ipfs_gateway": "https://gateway.example"}}).validate()
+    store = reading_store(config)
+    assert isinstance(store, GatewayStore) and store.url == "https://gateway.example"

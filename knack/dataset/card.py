@@ -4,6 +4,7 @@ chain without trusting whoever handed them the dataset."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def _camera_licences(outcomes) -> list[str]:
             if cam.get("source_kind") == "file" and Path(source).name == SAMPLE_VIDEO.name:
                 sample += 1
             elif cam.get("source_kind") == "file":
-                files[Path(source).name] += 1
+                # A manifest's words from elsewhere: only a plain file name reaches the card, never markup.
+                files[re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).name)[:80]] += 1
     lines = [f"- {sample} camera recording(s) replayed knack's bundled sample video: {SAMPLE_LICENCE}"] if sample else []
     lines += [
         f"- {n} camera recording(s) replayed the file `{name}`: its licence is its author's; check it before you publish" for name, n in sorted(files.items())

@@ -183,3 +183,39 @@ def test_a_validator_key_from_the_environment(monkeypatch):
     with pytest.raises(IdentityError, match="is not a 32-byte hex private key") as error:
         from_environment("KNACK_VALIDATOR_KEY")
     assert "not a key" not in str(error.value)
+
+
+def test_paid_clips_come_with_proofs_the_registry_accepts_and_a_dataset_holds_exactly_them(world, device_key, validator_key, contributor_key, tmp_path):
+    from collector.config import Config
+    from knack.dataset.build import Options, build
+    from knack.dataset.verify import verify_dataset
+    from storage.ledger.contracts import merkle
+    from storage.validator.provenance import paid_clips
+
+    outbox, chain = world["outbox"], world["chain"]
+    submit_due(outbox, chain, device_key)
+    [batch] = chain.pending_batches()
+    # The validator pays the first and the last clip and rejects the middle one.
+    chain.settle(validator_key, batch.batch_id, [True, False, True], [8000, 9000], [int(Reason.POLICY_REJECTED)])
+    paid = paid_clips(chain)
+    assert [(p.batch_id, p.index, p.quality_bps) for p in paid] == [(batch.batch_id, 0, 8000), (batch.batch_id, 2, 9000)]
+    assert all(p.contributor.lower() == contributor_key.address.lower() and p.device.lower() == device_key.address.lower() for p in paid)
+    root = chain.batch_root(batch.batch_id)
+    assert root == merkle.root(batch.digests) and all(p.root == root.hex() and p.proof for p in paid)
+    for p in paid:
+        proof = [bytes.fromhex(x) for x in p.proof]
+        assert chain.verify_inclusion(batch.batch_id, p.index, bytes.fromhex(p.digest), proof)
+        assert not chain.verify_inclusion(batch.batch_id, 1, bytes.fromhex(p.digest), proof)  # another position
+    # The forgery the hashes alone accept (an inner node passed off as a leaf): the registry's index bound refuses it.
+    a, b = sorted((merkle.leaf(0, batch.digests[0]), merkle.leaf(1, batch.digests[1])))
+    forged = merkle.proof(batch.digests, 0)[1:]
+    assert merkle.verify(root, int.from_bytes(a, "big"), b, forged)
+    assert not chain.verify_inclusion(batch.batch_id, int.from_bytes(a, "big") % 2**256, b, forged)
+
+    config = Config(data_dir=str(world["data"]))
+    out = tmp_path / "ds"
+    result = build(config, Options(out=out, workers=1, progress=False), say=lambda _: None)
+    assert [o.provenance["cid"] for o in result.included] == [p.cid for p in paid] and not result.left_out, [o.reason for o in result.left_out]
+    assert [o.provenance["batch_index"] for o in result.included] == [0, 2]
+    lines = list(verify_dataset(config, out))
+    assert [line.ok for line in lines] == [True, True], [line.text for line in lines]

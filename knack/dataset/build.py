@@ -178,7 +178,7 @@ class ClipWorker:
             raise EpisodeRejected(f"the verified manifest does not match the filter: {why}")
         episode = episode_of(bundle, manifest, self.fps)
         write_staged_frames(work / STAGED_FRAMES, episode)
-        cameras, stats = [], {"observation.state": array_stats(episode.state)}
+        cameras, stats = [], {"observation.state": array_stats(episode.state)} if episode.state_names else {}
         if episode.action is not None:
             stats["action"] = array_stats(episode.action)
         for camera in sorted(episode.picks):

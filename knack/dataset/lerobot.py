@@ -56,7 +56,8 @@ def features(layout: Layout) -> dict:
                 "has_audio": False,
             },
         }
-    out["observation.state"] = {"dtype": "float32", "shape": [len(layout.state_names)], "names": list(layout.state_names)}
+    if layout.state_names:  # a camera alone has no state (Arrow has no empty fixed-size list either)
+        out["observation.state"] = {"dtype": "float32", "shape": [len(layout.state_names)], "names": list(layout.state_names)}
     if layout.action_names:
         out["action"] = {"dtype": "float32", "shape": [len(layout.action_names)], "names": list(layout.action_names)}
     for name in ("timestamp",):
@@ -119,7 +120,7 @@ def write_staged_frames(path: Path, episode: Episode) -> None:
     import pyarrow.parquet as pq
 
     k = np.arange(episode.length, dtype=np.int64)
-    columns = {"observation.state": _vectors(episode.state)}
+    columns = {"observation.state": _vectors(episode.state)} if episode.state.shape[1] else {}
     if episode.action is not None:
         columns["action"] = _vectors(episode.action)
     columns["timestamp"] = pa.array((k / episode.fps).astype(np.float32))

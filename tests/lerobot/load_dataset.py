@@ -36,7 +36,7 @@ def main(root: Path) -> int:
             h, w = info["features"][key]["shape"][:2]
             if tuple(frame.shape) != (3, h, w) or not (0.0 <= float(frame.min()) and float(frame.max()) <= 1.0):
                 problems.append(f"item {i}: {key} has shape {tuple(frame.shape)} or values outside 0..1")
-        if item["observation.state"].shape[0] != info["features"]["observation.state"]["shape"][0]:
+        if "observation.state" in info["features"] and item["observation.state"].shape[0] != info["features"]["observation.state"]["shape"][0]:
             problems.append(f"item {i}: observation.state has {item['observation.state'].shape[0]} values")
         tasks.add(item["task"])
         if ep < 0:
@@ -44,7 +44,7 @@ def main(root: Path) -> int:
     episodes = dataset.meta.episodes
     provenance = [episodes[e]["knack/cid"] for e in range(dataset.num_episodes)]
     print(
-        f"read all {len(dataset)} items: cameras {', '.join(cameras)}; state of {info['features']['observation.state']['shape'][0]} channels; tasks {sorted(tasks)}"
+        f"read all {len(dataset)} items: cameras {', '.join(cameras)}; state of {info['features'].get('observation.state', {}).get('shape', [0])[0]} channels; tasks {sorted(tasks)}"
     )
     print(f"provenance kept: {len(provenance)} episode(s) with knack/cid, e.g. {provenance[0] if provenance else '-'}")
     stats = dataset.meta.stats or {}

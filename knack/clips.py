@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.bundle import MANIFEST
+from collector.bundle import MANIFEST, manifest_task
 from storage.outbox.db import Outbox
 
 REWARD_UNIT = 10**18  # KNACK has 18 decimals
@@ -27,6 +27,7 @@ class ClipView:
     tx_hash: str | None
     batch: int | None
     reward_tokens: str | None  # settled clips only
+    task: str = ""  # what the operator named the work ("" when none)
     manifest: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -62,6 +63,7 @@ def clip_view(outbox: Outbox, entry) -> ClipView:
         tx_hash=chain.get("tx_hash"),
         batch=chain.get("batch_id"),
         reward_tokens=f"{int(reward) / REWARD_UNIT:.4f}" if reward is not None and entry.state == "settled" else None,
+        task=manifest_task(manifest) if isinstance(manifest.get("task", ""), str) else "",
         manifest=manifest,
     )
 
@@ -77,6 +79,7 @@ def describe(view: ClipView) -> list[str]:
     return [
         f"{view.clip_id}  {view.state}",
         f"path      {view.path}",
+        f"task      {view.task or '(none named)'}",
         f"duration  {view.duration_s:.1f} s" if view.duration_s is not None else "duration  -",
         f"quality   {view.quality:.2f}  {view.hands}" if view.quality is not None else "quality   (not labeled yet)",
         f"reason    {view.reason or '-'}",

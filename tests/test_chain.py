@@ -219,3 +219,8 @@ def test_paid_clips_come_with_proofs_the_registry_accepts_and_a_dataset_holds_ex
     assert [o.provenance["batch_index"] for o in result.included] == [0, 2]
     lines = list(verify_dataset(config, out))
     assert [line.ok for line in lines] == [True, True], [line.text for line in lines]
+    # --task reads each manifest alone before the heavy work; the clips here name none.
+    from knack.dataset.build import Filters
+
+    result = build(config, Options(out=tmp_path / "ds2", filters=Filters(task="weld a seam"), progress=False), say=lambda _: None)
+    assert result.episodes == 0 and [o.reason for o in result.left_out] == ["filtered out: its task is '', not 'weld a seam'"] * 2

@@ -293,6 +293,30 @@ def test_a_paid_clip_verifies_and_each_attack_on_it_is_refused_with_a_reason(tmp
         verify_paid_clip(store.get, good, SigningDomain(1, NETWORK.registry), _empty(tmp_path / "e"))
 
 
+def test_a_manifest_alone_is_read_within_the_bundle_bounds(tmp_path, bound_key):
+    from storage.content.unixfs import Link, dag_pb_node, unixfs_data
+    from storage.validator.fetch import ClipFormatError, fetch_manifest
+
+    store = EmbeddedStore(tmp_path / "blocks.sqlite")
+    clip = make_bundle(tmp_path / "clips", bound_key)
+    assert fetch_manifest(store.get, store.add(clip)) == (clip / "manifest.json").read_bytes()
+    # A directory whose manifest is 3 MiB of leaves: refused once past the manifest's bound, not read to its end.
+    leaves = []
+    for i in range(12):
+        block = bytes([i]) * (256 << 10)
+        cid = Cid.of(0x55, block)
+        store.blocks.put(cid, block)
+        leaves.append(Link(cid, "", len(block)))
+    big = dag_pb_node(leaves, unixfs_data(2, 12 * (256 << 10), tuple(256 << 10 for _ in range(12))))
+    big_cid = Cid.of(DAG_PB, big)
+    store.blocks.put(big_cid, big)
+    root = dag_pb_node([Link(big_cid, "manifest.json", len(big))], unixfs_data(1))
+    root_cid = Cid.of(DAG_PB, root)
+    store.blocks.put(root_cid, root)
+    with pytest.raises(ClipFormatError, match="manifest.json is larger than"):
+        fetch_manifest(store.get, root_cid)
+
+
 def _empty(path: Path) -> Path:
     path.mkdir(parents=True)
     return path

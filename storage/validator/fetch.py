@@ -54,8 +54,8 @@ def _file(get: Callable[[Cid], bytes], cid: Cid, out, budget: _Budget, depth: in
         _file(get, child, out, budget, depth + 1, cap, written)
 
 
-def fetch_clip(get: Callable[[Cid], bytes], root: Cid, scratch: Path, limits: Limits = Limits()) -> dict[str, int]:
-    """Writes the clip's files into `scratch` (an empty directory); returns their sizes by name."""
+def _clip_directory(get: Callable[[Cid], bytes], root: Cid, limits: Limits) -> tuple[list[tuple[str, Cid]], _Budget]:
+    """The clip directory's links, its names checked against the bundle format, and the budget it opened."""
     if root.codec != DAG_PB:
         raise ClipFormatError("the CID is a file, not a clip directory")
     block = get(root)
@@ -72,6 +72,12 @@ def fetch_clip(get: Callable[[Cid], bytes], root: Cid, scratch: Path, limits: Li
         raise ClipFormatError("the clip directory names a file twice")
     if MANIFEST not in names:
         raise ClipFormatError(f"the clip has no {MANIFEST}")
+    return links, budget
+
+
+def fetch_clip(get: Callable[[Cid], bytes], root: Cid, scratch: Path, limits: Limits = Limits()) -> dict[str, int]:
+    """Writes the clip's files into `scratch` (an empty directory); returns their sizes by name."""
+    links, budget = _clip_directory(get, root, limits)
     sizes = {}
     for name, cid in links:
         written = [0]
@@ -85,17 +91,7 @@ def fetch_manifest(get: Callable[[Cid], bytes], root: Cid, limits: Limits = Limi
     """Only the clip's manifest, bounded as fetch_clip bounds it: what a listing needs before the whole clip."""
     import io
 
-    if root.codec != DAG_PB:
-        raise ClipFormatError("the CID is a file, not a clip directory")
-    block = get(root)
-    budget = _Budget(limits)
-    budget.block(len(block))
-    links = named_links(block)
-    if len(links) > MAX_FILES:
-        raise ClipFormatError(f"the clip directory has {len(links)} entries (at most {MAX_FILES})")
-    found = [cid for name, cid in links if name == MANIFEST]
-    if len(found) != 1:
-        raise ClipFormatError(f"the clip has {'no' if not found else 'more than one'} {MANIFEST}")
+    links, budget = _clip_directory(get, root, limits)
     out = io.BytesIO()
-    _file(get, found[0], out, budget, 1, MAX_MANIFEST_BYTES, [0])
+    _file(get, dict(links)[MANIFEST], out, budget, 1, MAX_MANIFEST_BYTES, [0])
     return out.getvalue()

@@ -36,6 +36,22 @@ def _port(text: str) -> int:
     return int(text)
 
 
+class _Intermixed(argparse.ArgumentParser):
+    """Positionals on both sides of options (`dataset build OUT --workers 2 CLIP…`): plain argparse takes the
+    first run of positionals only and refuses the rest."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args calls back here for its two passes
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knack", description="Record, label and contribute recordings of skilled hands at work.")
     parser.add_argument("--config", help="path to knack.toml (default: $KNACK_CONFIG, then the user config directory)")
@@ -194,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="knack.commands:cmd_udev")
 
     p = sub.add_parser("dataset", help="LeRobot v3.0 datasets from the clips paid on chain, verified end to end")
-    dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="COMMAND")
+    dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="COMMAND", parser_class=_Intermixed)
     d = dsub.add_parser("build", help="write settled, accepted clips (or local clip directories) as a LeRobot v3.0 dataset in OUT")
     d.add_argument("out", help="a new directory for the dataset")
     d.add_argument("clip_dir", nargs="*", help="local clip directories instead of the chain's paid clips")

@@ -392,3 +392,10 @@ def test_a_gateway_in_the_configuration_is_an_http_url_and_is_where_clips_are_re
     config = from_mapping({"data_dir": str(tmp_path), "storage": {"ipfs_gateway": "https://gateway.example"}}).validate()
     store = reading_store(config)
     assert isinstance(store, GatewayStore) and store.url == "https://gateway.example"
+
+
+def test_the_command_line_takes_clip_directories_on_both_sides_of_its_options():
+    from knack.cli import build_parser
+
+    args = build_parser().parse_args(["dataset", "build", "/tmp/out", "--workers", "2", "a", "b", "--limit", "3", "c"])
+    assert (args.out, args.clip_dir, args.workers, args.limit) == ("/tmp/out", ["a", "b", "c"], 2, 3)

@@ -12,7 +12,7 @@ The clips are the demo's (the bundled sample's real footage and a simulated IMU 
 Peak memory is the largest summed resident set of the build's process tree (the driver and Daft's workers),
 sampled every 50 ms.
 
-    .venv/bin/python bench/dataset.py [--sizes 6,12,24] [--workers 1,2] [--demo-dir DIR]
+    .venv/bin/python bench/dataset.py [--sizes 6,24,96] [--workers 1,2] [--demo-dir DIR]
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def run(config, options: Options) -> tuple[float, int, int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="6,12,24", help="numbers of clips for the local path")
+    parser.add_argument("--sizes", default="6,24,96", help="numbers of clips for the local path")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--demo-dir", help="a data directory `knack demo` already filled")
     args = parser.parse_args()

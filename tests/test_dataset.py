@@ -399,3 +399,26 @@ def test_the_command_line_takes_clip_directories_on_both_sides_of_its_options():
 
     args = build_parser().parse_args(["dataset", "build", "/tmp/out", "--workers", "2", "a", "b", "--limit", "3", "c"])
     assert (args.out, args.clip_dir, args.workers, args.limit) == ("/tmp/out", ["a", "b", "c"], 2, 3)
+
+
+def _rewrite_frames(clip: Path, key: DeviceKey, **columns) -> None:
+    """Replaces frames.parquet and re-signs: an attacker's own, correctly signed bundle."""
+    table = pq.read_table(clip / "frames.parquet").to_pydict() | columns
+    pq.write_table(pa.table(table), clip / "frames.parquet")
+    manifest = json.loads((clip / "manifest.json").read_text())
+    manifest.pop("signature")
+    write_manifest(clip, manifest, key)
+
+
+def test_a_signed_bundle_whose_camera_name_climbs_out_or_whose_times_span_years_is_left_out_before_any_harm(tmp_path, bound_key):
+    climbing = make_bundle(tmp_path / "clips", bound_key)
+    n = len(pq.read_table(climbing / "frames.parquet"))
+    _rewrite_frames(climbing, bound_key, camera=["../../../../tmp/owned"] * n)
+    years = make_bundle(tmp_path / "clips", bound_key)
+    _rewrite_frames(years, bound_key, capture_ns=[i * 10**17 for i in range(n)])  # 45 frames over 140 years: 10^11 grid points
+    result = build(Config(), Options(out=tmp_path / "ds", clips=(str(climbing), str(years)), workers=1, progress=False), say=lambda _: None)
+    reasons = {o.clip_id: o.reason for o in result.left_out}
+    assert result.episodes == 0
+    assert "not a camera name of the bundle format" in reasons[climbing.name]
+    assert "holds only 45 frames" in reasons[years.name]
+    assert not Path("/tmp/owned.mp4").exists()

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from collector.bundle import FRAMES, SENSOR_CHANNELS, SENSORS
+from collector.bundle import FRAMES, MAX_FILES, SENSOR_CHANNELS, SENSORS, is_bundle_name, video_name
 
 NS = 1_000_000_000
+MAX_CHANNELS = 1024  # state values per frame: a 64-joint arm with three fields and a few IMUs is far below
 
 
 class EpisodeRejected(Exception):
@@ -85,6 +86,11 @@ def grid(times_by_camera: dict[str, np.ndarray], fps: int) -> tuple[int, int, di
     t_end = min(int(t[-1]) for t in times_by_camera.values())
     if t_end < t0:
         raise EpisodeRejected("the cameras' recordings do not overlap in time")
+    # Within half a frame of the grid, each grid point has a frame of its own: a span that would need more grid
+    # points than a camera has frames is refused before anything that size is allocated (a hostile time span).
+    fewest = min(len(t) for t in times_by_camera.values())
+    if (t_end - t0) > (fewest + 1) * NS // fps:
+        raise EpisodeRejected(f"the cameras' frames span {(t_end - t0) / NS:.3g} s but one holds only {fewest} frames: not {fps} fps")
     # Integer ns arithmetic: k * NS // fps is exact for every frame, however long the clip. The last grid point
     # may lie up to half a frame after the last common frame (a camera a little faster than its nominal rate).
     length = ((t_end - t0) * 2 * fps + NS) // (2 * NS) + 1
@@ -134,6 +140,12 @@ def read_frames(clip: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         times.append(t)
         positions.append(index)
     result = {}
+    for camera in out:
+        # Camera names from elsewhere name files: only those the bundle format allows (no path, no hidden name).
+        if not is_bundle_name(video_name(camera, 2)):
+            raise EpisodeRejected(f"{FRAMES} names camera {camera[:40]!r}, which is not a camera name of the bundle format")
+    if len(out) > MAX_FILES:
+        raise EpisodeRejected(f"{FRAMES} names {len(out)} cameras")
     for camera, (times, positions) in out.items():
         order = np.argsort(np.asarray(times, dtype=np.int64), kind="stable")
         result[camera] = (np.asarray(times, dtype=np.int64)[order], np.asarray(positions, dtype=np.int64)[order])
@@ -212,6 +224,8 @@ def episode_of(clip: Path, manifest: dict, fps: int) -> Episode:
             notes.append(
                 f"stream {stream} covers {max(0, (min(capture[-1], points[-1]) - max(capture[0], points[0])) / NS):.2f} s of the episode; held at its ends"
             )
+    if len(names) > MAX_CHANNELS:
+        raise EpisodeRejected(f"{SENSORS} has {len(names)} channels (at most {MAX_CHANNELS})")
     state = np.concatenate(columns, axis=1).astype(np.float32) if columns else np.zeros((length, 0), np.float32)
     action = None
     if joint_columns:

@@ -422,3 +422,15 @@ def test_a_signed_bundle_whose_camera_name_climbs_out_or_whose_times_span_years_
     assert "not a camera name of the bundle format" in reasons[climbing.name]
     assert "holds only 45 frames" in reasons[years.name]
     assert not Path("/tmp/owned.mp4").exists()
+
+
+def test_since_compares_the_recording_start_in_utc_with_nanosecond_stamps():
+    from knack.dataset.build import parse_since
+
+    manifest = {"start": {"utc": "2026-12-07T03:42:11.726595925Z"}, "task": "x"}
+    assert Filters(since=parse_since("2026-12-07")).refuses(manifest) == ""
+    assert Filters(since=parse_since("2026-12-07T04:42+01:00")).refuses(manifest) == ""  # 03:42 UTC
+    assert "recorded before" in Filters(since=parse_since("2026-12-07T03:43")).refuses(manifest)
+    assert "recorded before" in Filters(since=parse_since("2026-01-01")).refuses({"start": {"utc": "not a time"}})
+    with pytest.raises(ValueError, match="not a date"):
+        parse_since("last tuesday")

@@ -152,6 +152,11 @@ class Recorder:
         self.recovered = recover_partials(self.clips_dir)
         for source in self.sources:
             self.stream_info[source.name] = {"usb": usb_id_of(str(source.describe().get("source", "")))}
+        # The first seal runs beside the next clip's first frames. Done there for the first time, pyarrow's Parquet
+        # writer setup (about 0.3 s) and the signing code's import held the camera back 25-35 ms, more than half a
+        # frame at 30 fps (a clip a dataset must then leave out): both are done once here, before capture.
+        pq.write_table(pa.table({"warm_up": pa.array([0], pa.int64())}), pa.BufferOutputStream())
+        self.key.sign(b"warm-up")
         if record:
             # Stamped before the sources start, so their first frame and sample fall inside the first clip.
             self._commands.put(("start", self.clock.now_ns(), None))

@@ -242,16 +242,22 @@ def test_recording_goes_on_after_every_source_was_away_longer_than_a_clip(simula
     time.sleep(1.5)  # away for three clips
     assert written, "the clip open when the link went away is sealed during the outage"
     back_ns = recorder.clock.now_ns()
-    simulator(rate=300, protocol="jsonl", link=str(link))
+    second = simulator(rate=300, protocol="jsonl", link=str(link))
     assert wait_until(lambda: recorder.latest("imu") is not None and recorder.latest("imu").capture_ns > back_ns + 0.8e9, 10)
-    recorder.close()
+    # Unplugged again before the recorder closes, and closed once the source has read all there was: every sample it
+    # received was captured before the stop, so every one must be in a clip. (Closed while samples still flowed, those
+    # captured between the stop and the sources' end are outside the clip by design: on a loaded machine dozens, which
+    # made a count here flaky.)
     source = recorder.sources[0]
+    second.stop()
+    assert wait_until(lambda: source.stats.state != "recording", 10)
+    recorder.close()
     clips = sorted(written, key=lambda c: c.clip_id)
     after = [load(c.path) for c in clips if load(c.path)[0]["start"]["mono_ns"] >= back_ns - 0.5e9]
     assert sum(s.num_rows for _, _, s in after if s is not None) > 50, "samples after the outage are in clips"
     stored = sum(load(c.path)[2].num_rows for c in clips if load(c.path)[2] is not None)
     assert stored == recorder.totals.samples and source.stats.dropped == 0
-    assert source.stats.received - recorder.totals.samples <= 10  # only samples captured after the stop are in no clip
+    assert source.stats.received == recorder.totals.samples  # no sample is outside a clip
     gaps = [g for c in clips for g in load(c.path)[0]["streams"][0]["gaps"]]
     assert any(g["end_ns"] is not None and g["end_ns"] - g["start_ns"] > 1.0e9 for g in gaps), gaps
 

@@ -139,8 +139,19 @@ def clean_task(task: str) -> str:
 
 
 def manifest_task(manifest: dict) -> str:
-    """The clip's task; "" when none was named (and in clips recorded before tasks were)."""
-    return manifest.get("task") or ""
+    """The clip's task; "" when none was named (and in clips recorded before tasks were, or a manifest not read
+    through parse_manifest whose task is no text)."""
+    task = manifest.get("task")
+    return task if isinstance(task, str) else ""
+
+
+def frames_by_camera(table: dict) -> dict[str, tuple[list[int], list[int]]]:
+    """frames.parquet's rows (as `to_pydict` gives them) grouped per camera in frame-index order: (frame indices,
+    capture times in ns)."""
+    per_camera: dict[str, list[tuple[int, int]]] = {}
+    for camera, index, at in zip(table.get("camera", []), table.get("frame_index", []), table.get("capture_ns", [])):
+        per_camera.setdefault(str(camera), []).append((int(index), int(at)))
+    return {camera: ([i for i, _ in rows], [at for _, at in rows]) for camera, rows in ((c, sorted(r)) for c, r in per_camera.items())}
 
 
 def _number(value) -> bool:

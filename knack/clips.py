@@ -63,7 +63,7 @@ def clip_view(outbox: Outbox, entry) -> ClipView:
         tx_hash=chain.get("tx_hash"),
         batch=chain.get("batch_id"),
         reward_tokens=f"{int(reward) / REWARD_UNIT:.4f}" if reward is not None and entry.state == "settled" else None,
-        task=manifest_task(manifest) if isinstance(manifest.get("task", ""), str) else "",
+        task=manifest_task(manifest),
         manifest=manifest,
     )
 

@@ -28,6 +28,7 @@ from collector.bundle import (
     SENSORS,
     BundleFormatError,
     NotRegular,
+    frames_by_camera,
     open_regular,
     parse_manifest,
     verify_bundle,
@@ -233,11 +234,8 @@ def frame_times(clip: Path) -> dict[str, np.ndarray]:
     """Per camera, the capture time of each frame in frame-index order."""
     if not (clip / FRAMES).exists():
         return {}
-    table = _table(clip / FRAMES, MAX_FRAME_ROWS).to_pydict()
-    per_camera: dict[str, list[tuple[int, int]]] = {}
-    for camera, index, at in zip(table.get("camera", []), table.get("frame_index", []), table.get("capture_ns", [])):
-        per_camera.setdefault(str(camera), []).append((int(index), int(at)))
-    return {camera: np.array([at for _, at in sorted(rows)], np.int64) for camera, rows in per_camera.items()}
+    grouped = frames_by_camera(_table(clip / FRAMES, MAX_FRAME_ROWS).to_pydict())
+    return {camera: np.array(times, np.int64) for camera, (_, times) in grouped.items()}
 
 
 def sensor_streams(clip: Path, manifest: dict) -> list[SensorStream]:

@@ -434,3 +434,23 @@ def test_since_compares_the_recording_start_in_utc_with_nanosecond_stamps():
     assert "recorded before" in Filters(since=parse_since("2026-01-01")).refuses({"start": {"utc": "not a time"}})
     with pytest.raises(ValueError, match="not a date"):
         parse_since("last tuesday")
+
+
+def test_a_build_that_fails_part_way_leaves_its_directory_empty_for_the_next_try(tmp_path, bound_key, monkeypatch):
+    import knack.dataset.build as building
+
+    clip = make_bundle(tmp_path / "clips", bound_key)
+    out = tmp_path / "ds"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(building, "_assemble", disk_full)
+    from knack.dataset.build import BuildError
+
+    with pytest.raises(BuildError, match=r"could not be written in .*ds \(No space left on device\); what was written of it is removed"):
+        build(Config(), Options(out=out, clips=(str(clip),), workers=1, progress=False), say=lambda _: None)
+    assert out.is_dir() and not any(out.iterdir())  # no half dataset, no staging left behind
+    monkeypatch.undo()
+    assert build(Config(), Options(out=out, clips=(str(clip),), workers=1, progress=False), say=lambda _: None).episodes == 1
+    assert clip.is_dir() and (clip / "manifest.json").is_file()  # the clip itself is never touched

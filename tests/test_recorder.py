@@ -110,11 +110,16 @@ def test_operator_start_stop_split_and_mark(simulator, make_config, device_key):
         assert verify_bundle(c.path).ok
 
 
-def test_a_change_of_task_while_recording_splits_the_clip_where_it_changed(simulator, make_config, device_key):
+def _soldering(simulator, make_config, device_key):
+    """A recording of an IMU with the task "solder a header onto a PCB", cut only when asked; its clips land in the list."""
     sim = simulator(rate=500, protocol="kv")
     config = make_config([], [imu_serial(sim.port, "kv")], clip_seconds=0, task="solder a header onto a PCB")
     written = []
-    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+    return Recorder(config, make_sources(config), device_key, on_clip=written.append).start(), written
+
+
+def test_a_change_of_task_while_recording_splits_the_clip_where_it_changed(simulator, make_config, device_key):
+    recorder, written = _soldering(simulator, make_config, device_key)
     time.sleep(0.4)
     changed_at = recorder.clock.now_ns()
     recorder.set_task("  clean the soldering tip ")
@@ -129,10 +134,7 @@ def test_a_change_of_task_while_recording_splits_the_clip_where_it_changed(simul
 
 
 def test_the_same_task_named_again_does_not_split_the_clip(simulator, make_config, device_key):
-    sim = simulator(rate=500, protocol="kv")
-    config = make_config([], [imu_serial(sim.port, "kv")], clip_seconds=0, task="solder a header onto a PCB")
-    written = []
-    recorder = Recorder(config, make_sources(config), device_key, on_clip=written.append).start()
+    recorder, written = _soldering(simulator, make_config, device_key)
     time.sleep(0.3)
     recorder.set_task("solder a header onto a PCB ")
     time.sleep(0.3)

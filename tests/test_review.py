@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from rerun.chunk import RrdReader
 
-from collector.bundle import MANIFEST, write_manifest
+from collector.bundle import MANIFEST, SENSOR_CHANNELS, write_manifest
 from collector.config import LabelerConfig, from_mapping
 from collector.labeling import Labeler
 from collector.labeling.models import Models
@@ -153,12 +153,15 @@ def test_one_frame_reference_per_frame_at_its_capture_time(recorded, reviewed):
     assert timestamps == [round(i * 1e9 / 30) for i in range(30)]  # the video's own frame timestamps, in order
 
 
-def test_every_imu_channel_is_a_series_of_its_samples(recorded, reviewed):
-    _, clip = recorded
-    _, chunks = reviewed
+def stream_rows(clip, stream: str) -> tuple[list[str], list[dict]]:
+    """A stream's channel names and its rows, as the recorder wrote them in sensors.parquet."""
     table = pq.read_table(clip / "sensors.parquet")
-    channels = json.loads(table.schema.metadata[b"knack.channels"])["imu"]
-    rows = [r for r in table.to_pylist() if r["stream"] == "imu"]
+    return json.loads(table.schema.metadata[SENSOR_CHANNELS.encode()])[stream], [r for r in table.to_pylist() if r["stream"] == stream]
+
+
+def test_every_imu_channel_is_a_series_of_its_samples(recorded, reviewed):
+    _, chunks = reviewed
+    channels, rows = stream_rows(recorded[1], "imu")
     assert len(channels) == 7 and len(rows) > 100
     for i, channel in enumerate(channels):
         entity = f"/sensors/imu/{channel}"
@@ -168,11 +171,8 @@ def test_every_imu_channel_is_a_series_of_its_samples(recorded, reviewed):
 
 
 def test_a_robot_arms_joint_states_are_one_series_per_joint_and_field(recorded, reviewed):
-    _, clip = recorded
     _, chunks = reviewed
-    table = pq.read_table(clip / "sensors.parquet")
-    channels = json.loads(table.schema.metadata[b"knack.channels"])["arm"]
-    rows = [r for r in table.to_pylist() if r["stream"] == "arm"]
+    channels, rows = stream_rows(recorded[1], "arm")
     assert len(rows) > 50
     for joint in JOINTS:
         for field in ("position", "velocity", "effort"):

@@ -28,6 +28,7 @@ from collector.bundle import (
     MANIFEST,
     VIDEO_STEM,
     VIDEO_SUFFIX,
+    frames_by_camera,
     is_video,
     link_unchanged,
     recover_staged,
@@ -133,10 +134,7 @@ def _repeated_frames(path: Path) -> dict[str, list[bool]]:
     except (OSError, ValueError, pa.ArrowException) as exc:  # a table the recorder did not write: judge the pixels alone
         log.warning("%s cannot be read (%s): frozen frames are judged from the pixels alone", path, exc)
         return {}
-    per_camera: dict[str, list[tuple[int, int]]] = {}
-    for camera, index, at in zip(table["camera"], table["frame_index"], table["capture_ns"]):
-        per_camera.setdefault(camera, []).append((index, at))
-    return {camera: repeated_frames([at for _, at in sorted(rows)]) for camera, rows in per_camera.items()}
+    return {camera: repeated_frames(times) for camera, (_, times) in frames_by_camera(table).items()}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,13 +237,24 @@ def build(config: Config, options: Options, say: Callable[[str], None] = print) 
     out = options.out
     if out.exists() and any(out.iterdir()):
         raise BuildError(f"{out} is not empty: give a new directory (a dataset is written whole, never merged into another)")
-    jobs, network, listing_left_out = _jobs(config, options, say)
-    fps = options.fps or _default_fps(config, jobs, network) or 30
+    jobs, network = _jobs(config, options, say)
+    with _reading(config, network) as store:
+        jobs, listing_left_out = _prefilter(jobs, store, options.filters)
+        if options.filters.limit is not None:
+            jobs = jobs[: options.filters.limit]
+        fps = options.fps or _default_fps(jobs, store) or 30
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     try:
         outcomes = _run(config, options, jobs, network, staging, fps, say)
         result = _assemble(config, options, out, outcomes, network, fps, say)
+    except BaseException as exc:
+        # OUT was empty: what a build that did not finish wrote there is no dataset, and is not left to look like one.
+        for child in out.iterdir():
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a directory taken away: one line, not a traceback
+            raise BuildError(f"the dataset could not be written in {out} ({exc.strerror or exc}); what was written of it is removed") from exc
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     result.left_out = listing_left_out + result.left_out
@@ -251,10 +263,10 @@ def build(config: Config, options: Options, say: Callable[[str], None] = print) 
     return result
 
 
-def _jobs(config: Config, options: Options, say) -> tuple[list[Job], tuple[int, str] | None, list[Outcome]]:
+def _jobs(config: Config, options: Options, say) -> tuple[list[Job], tuple[int, str] | None]:
+    """One job per local clip directory, else per clip paid on chain; and the chain's network (None: local)."""
     if options.clips:
-        local = options.clips[: options.filters.limit] if options.filters.limit is not None else options.clips
-        return [Job(i, local=str(Path(c).resolve())) for i, c in enumerate(local)], None, []
+        return [Job(i, local=str(Path(c).resolve())) for i, c in enumerate(options.clips)], None
     from knack import wiring
     from storage.validator.provenance import paid_clips
 
@@ -267,64 +279,61 @@ def _jobs(config: Config, options: Options, say) -> tuple[list[Job], tuple[int, 
     finally:
         ledger.close()
     say(f"{len(paid)} paid clip(s) on {wiring.ledger_name(config)} (chain {domain.chain_id}, registry {domain.registry})")
-    network = (domain.chain_id, domain.registry)
-    left_out: list[Outcome] = []
-    filters = options.filters
-    if filters.task or filters.since:
-        paid, left_out = _prefilter(config, paid, filters)
-    if filters.limit is not None:
-        paid = paid[: filters.limit]
-    return [Job(i, paid=p.to_json()) for i, p in enumerate(paid)], network, left_out
+    return [Job(i, paid=p.to_json()) for i, p in enumerate(paid)], (domain.chain_id, domain.registry)
 
 
-def _prefilter(config: Config, paid: list, filters: Filters) -> tuple[list, list[Outcome]]:
-    """Reads each clip's manifest alone (bounded) to apply --task and --since before the heavy work. Nothing
-    here is trusted: a worker checks the filter again on the verified manifest."""
-    from collector.bundle import parse_manifest
+@contextmanager
+def _reading(config: Config, network):
+    """The content store the chain's clips are read from (None for local clips), closed after the listing."""
+    if network is None:
+        yield None
+        return
     from knack import wiring
+
+    store = wiring.reading_store(config)
+    try:
+        yield store
+    finally:
+        getattr(store, "close", lambda: None)()
+
+
+def _peek(job: Job, store) -> dict | None:
+    """A job's manifest alone, read bounded and not trusted (for --task, --since and the default fps; a worker
+    verifies the clip and checks the filters again). None when it cannot be read here: the worker says why."""
+    from collector.bundle import MANIFEST, MAX_MANIFEST_BYTES, parse_manifest
     from storage.content.cid import Cid
     from storage.validator.fetch import fetch_manifest
 
-    store = wiring.reading_store(config)
-    kept, left_out = [], []
     try:
-        for p in paid:
-            try:
-                manifest = parse_manifest(fetch_manifest(store.get, Cid.parse(p.cid)))
-            except Exception as exc:  # unreadable here: the worker says why in full
-                kept.append(p)
-                log.debug("clip %s: manifest not read before the build: %s", p.cid, exc)
-                continue
-            if why := filters.refuses(manifest | {"contributor": p.contributor}):
-                left_out.append(Outcome(-1, p.cid, False, reason=f"filtered out: {why}", clip_id=str(manifest.get("clip_id", ""))))
-            else:
-                kept.append(p)
-    finally:
-        getattr(store, "close", lambda: None)()
+        if job.local:
+            with open(Path(job.local) / MANIFEST, "rb") as f:
+                return parse_manifest(f.read(MAX_MANIFEST_BYTES + 1))
+        return parse_manifest(fetch_manifest(store.get, Cid.parse(json.loads(job.paid)["cid"])))
+    except Exception as exc:  # a store that is down, a hostile DAG, a missing file: all the worker's to report
+        log.debug("%s: manifest not read before the build: %s", job.name, exc)
+        return None
+
+
+def _prefilter(jobs: list[Job], store, filters: Filters) -> tuple[list[Job], list[Outcome]]:
+    """--task and --since applied on each manifest before the heavy work."""
+    if not (filters.task or filters.since):
+        return jobs, []
+    kept, left_out = [], []
+    for job in jobs:
+        manifest = _peek(job, store)
+        paid = json.loads(job.paid) if job.paid else {}
+        why = filters.refuses(manifest | {"contributor": paid["contributor"]} if paid else manifest) if manifest is not None else ""
+        if why:
+            left_out.append(Outcome(-1, job.name, False, reason=f"filtered out: {why}", clip_id=str(manifest.get("clip_id", ""))))
+        else:
+            kept.append(job)
     return kept, left_out
 
 
-def _default_fps(config: Config, jobs: list[Job], network) -> int | None:
-    """The first readable clip's camera rate."""
-    from collector.bundle import MANIFEST, parse_manifest
-
+def _default_fps(jobs: list[Job], store) -> int | None:
+    """The first readable clip's camera rate (among the first few)."""
     for job in jobs[:5]:
-        try:
-            if job.local:
-                manifest = parse_manifest((Path(job.local) / MANIFEST).read_bytes()[: 1 << 20])
-            else:
-                from knack import wiring
-                from storage.content.cid import Cid
-                from storage.validator.fetch import fetch_manifest
-
-                store = wiring.reading_store(config)
-                try:
-                    manifest = parse_manifest(fetch_manifest(store.get, Cid.parse(json.loads(job.paid)["cid"])))
-                finally:
-                    getattr(store, "close", lambda: None)()
-        except Exception:  # the worker reports it; another clip names the rate
-            continue
-        if fps := nominal_fps(manifest):
+        if (manifest := _peek(job, store)) is not None and (fps := nominal_fps(manifest)):
             return fps
     return None
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collector.bundle import FRAMES, MAX_FILES, SENSOR_CHANNELS, SENSORS, is_bundle_name, video_name
+from collector.bundle import FRAMES, MAX_FILES, SENSOR_CHANNELS, SENSORS, frames_by_camera, is_bundle_name, video_name
 
 NS = 1_000_000_000
 MAX_CHANNELS = 1024  # state values per frame: a 64-joint arm with three fields and a few IMUs is far below
@@ -130,26 +130,17 @@ def interpolate(times: np.ndarray, values: np.ndarray, points: np.ndarray) -> np
 
 
 def read_frames(clip: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """camera -> (capture times in ns, video frame positions), in capture order."""
+    """camera -> (capture times in ns, video frame positions), in frame-index order."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(clip / FRAMES, columns=["camera", "frame_index", "capture_ns"]).to_pydict()
-    out: dict[str, tuple[list, list]] = {}
-    for camera, index, t in zip(table["camera"], table["frame_index"], table["capture_ns"]):
-        times, positions = out.setdefault(str(camera), ([], []))
-        times.append(t)
-        positions.append(index)
-    result = {}
-    for camera in out:
+    grouped = frames_by_camera(pq.read_table(clip / FRAMES, columns=["camera", "frame_index", "capture_ns"]).to_pydict())
+    for camera in grouped:
         # Camera names from elsewhere name files: only those the bundle format allows (no path, no hidden name).
         if not is_bundle_name(video_name(camera, 2)):
             raise EpisodeRejected(f"{FRAMES} names camera {camera[:40]!r}, which is not a camera name of the bundle format")
-    if len(out) > MAX_FILES:
-        raise EpisodeRejected(f"{FRAMES} names {len(out)} cameras")
-    for camera, (times, positions) in out.items():
-        order = np.argsort(np.asarray(times, dtype=np.int64), kind="stable")
-        result[camera] = (np.asarray(times, dtype=np.int64)[order], np.asarray(positions, dtype=np.int64)[order])
-    return result
+    if len(grouped) > MAX_FILES:
+        raise EpisodeRejected(f"{FRAMES} names {len(grouped)} cameras")
+    return {camera: (np.asarray(times, dtype=np.int64), np.asarray(indices, dtype=np.int64)) for camera, (indices, times) in grouped.items()}
 
 
 def read_sensors(clip: Path) -> tuple[dict[str, list[str]], dict[str, tuple[np.ndarray, np.ndarray | None, np.ndarray]]]:

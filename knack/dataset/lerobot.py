@@ -60,8 +60,7 @@ def features(layout: Layout) -> dict:
         out["observation.state"] = {"dtype": "float32", "shape": [len(layout.state_names)], "names": list(layout.state_names)}
     if layout.action_names:
         out["action"] = {"dtype": "float32", "shape": [len(layout.action_names)], "names": list(layout.action_names)}
-    for name in ("timestamp",):
-        out[name] = {"dtype": "float32", "shape": [1], "names": None}
+    out["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
     for name in ("frame_index", "episode_index", "index", "task_index"):
         out[name] = {"dtype": "int64", "shape": [1], "names": None}
     return out

@@ -209,8 +209,9 @@ class Ledger(Protocol):
         """(digest, batch id, device) of every clip accepted (paid) in batches settled at `from_block` or later."""
         ...
 
-    def settled_batches(self, contributor: str | None = None) -> list[tuple[SubmittedBatch, Settlement]]:
-        """Every settled batch (of `contributor`, or of everyone) with its submission, in settlement order."""
+    def settled_batches(self, contributor: str | None = None, from_block: int = 0) -> list[tuple[SubmittedBatch, Settlement]]:
+        """Every batch settled at `from_block` or later (of `contributor`, or of everyone) with its submission, in
+        settlement order."""
         ...
 
     def batch_root(self, batch_id: int) -> bytes:

@@ -388,28 +388,19 @@ class Web3Ledger:
     def paid_clips(self, from_block: int = 0) -> list[tuple[bytes, int, str]]:
         """(digest, batch id, device) of each clip accepted in a batch settled at `from_block` or later, in
         settlement order: what a validator started from nothing must refuse as already paid."""
-        head = self.head()
-        if from_block > head:
-            return []
-        settled = [self._settlement(e) for e in self._logs("BatchSettled", from_block, head)]
-        ids = [s.batch_id for s in settled if any(s.accepted)]
-        batches = {}
-        for i in range(0, len(ids), _LOG_CHUNK):
-            for entry in self._logs("BatchSubmitted", to_block=head, batchId=ids[i : i + _LOG_CHUNK]):
-                batch = self._batch(entry)
-                batches[batch.batch_id] = batch
         return [
-            (digest, s.batch_id, batches[s.batch_id].device)
-            for s in settled
-            if s.batch_id in batches
-            for digest, ok in zip(batches[s.batch_id].digests, s.accepted, strict=True)
+            (digest, settlement.batch_id, batch.device)
+            for batch, settlement in self.settled_batches(from_block=from_block)
+            for digest, ok in zip(batch.digests, settlement.accepted, strict=True)
             if ok
         ]
 
-    def settled_batches(self, contributor: str | None = None) -> list[tuple[SubmittedBatch, Settlement]]:
-        head = self.head()
+    def settled_batches(self, contributor: str | None = None, from_block: int = 0) -> list[tuple[SubmittedBatch, Settlement]]:
+        head = self.head()  # one block for both queries
+        if from_block > head:
+            return []
         filters = {"contributor": self.checksum(contributor)} if contributor else {}
-        settled = [self._settlement(e) for e in self._logs("BatchSettled", to_block=head, **filters)]
+        settled = [self._settlement(e) for e in self._logs("BatchSettled", from_block, head, **filters)]
         ids = [s.batch_id for s in settled]
         batches = {}
         for i in range(0, len(ids), _LOG_CHUNK):
